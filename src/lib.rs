@@ -1,0 +1,1 @@
+pub use flint_data as data;
