@@ -1,1 +1,47 @@
-pub fn x(){}
+//! flint's data sets, offline first.
+//!
+//! - [`mnist()`] / [`fashion_mnist()`] / [`cifar10()`]: in-memory [`ImageSet`]s of `u8` pixels,
+//!   found by a [`Locator`] (explicit path, `$FLINT_DATA`, `./data`, the system location, the
+//!   cache, then a verified download) and validated byte by byte.
+//! - [`ImageFolder`]: one sub-folder per class, decoded on access with torchvision's transforms
+//!   ([`ImageTransform`], [`Normalize`]).
+//! - [`train_val_split`], [`filter_classes`], [`few_shot`], [`random_subset`]: seeded,
+//!   deterministic subsets of either kind of data set.
+//! - [`ImageBatcher`] / [`TensorBatcher`] and [`loader`]: burn batchers producing
+//!   `[N, C, H, W]` images and `Int` targets, in shuffled multi-threaded loaders.
+//!
+//! ```no_run
+//! use flint_data::{fashion_mnist, Locator, Split, LabelledSet};
+//! let train = fashion_mnist(Split::Train, &Locator::new())?;
+//! assert_eq!(train.len(), 60_000);
+//! # Ok::<(), flint_data::DataError>(())
+//! ```
+
+pub mod batcher;
+pub mod catalog;
+pub mod cifar;
+pub mod download;
+pub mod error;
+pub mod idx;
+pub mod image_folder;
+pub mod image_set;
+pub mod locate;
+pub mod mnist;
+pub mod split;
+pub mod transform;
+
+pub use batcher::{
+    Augment, AugmentedImages, ClassificationBatch, ImageBatcher, LoaderOptions, TensorBatcher,
+    loader,
+};
+pub use catalog::{DatasetCheck, HYMENOPTERA, KnownDataset, SplitCount, hymenoptera};
+pub use cifar::{CIFAR10, CIFAR10_CLASSES, cifar10};
+pub use error::{DataError, Result};
+pub use image_folder::{ImageFolder, ImageFolderDataset, ImageTransform, SkippedFile, TensorItem};
+pub use image_set::{ImageItem, ImageSet};
+pub use locate::{DatasetSpec, Located, Locator, Origin};
+pub use mnist::{
+    FASHION_MNIST, FASHION_MNIST_CLASSES, MNIST, MNIST_CLASSES, Split, fashion_mnist, mnist,
+};
+pub use split::{LabelledSet, few_shot, filter_classes, random_subset, train_val_split};
+pub use transform::Normalize;
