@@ -157,12 +157,13 @@ impl BatchNorm {
         let training = is_training(&self.training, &device);
 
         if !training && let (Some(mean), Some(var)) = (&self.running_mean, &self.running_var) {
+            // value_sync: value() can miss the latest update() (loaded weights, the last batch).
             return burn::tensor::module::batch_norm(
                 input,
                 gamma,
                 beta,
-                mean.value().to_device(&device),
-                var.value().to_device(&device),
+                mean.value_sync().to_device(&device),
+                var.value_sync().to_device(&device),
                 self.eps,
             );
         }
