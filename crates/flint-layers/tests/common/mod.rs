@@ -17,7 +17,7 @@ pub fn plain_device() -> Device {
 
 /// A tensor's values as `f32`s, row-major.
 pub fn values<const D: usize>(tensor: &Tensor<D>) -> Vec<f32> {
-    tensor.to_data().convert::<f32>().to_vec::<f32>().unwrap()
+    tensor.to_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
 /// Input in `[1, 2)`: no zeros, so a dropped unit can't be mistaken for a kept one.
