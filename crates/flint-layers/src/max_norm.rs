@@ -100,9 +100,9 @@ impl ModuleMapper for MaxNormMapper {
         };
         param.map(|weight| {
             // A projection after the step, outside the graph; the parameter keeps requiring grad.
+            // Computed on the inner (non-autodiff) tensor: a new leaf, as an optimiser step makes.
             let require_grad = weight.is_require_grad();
-            constraint
-                .constrain(weight.detach(), &dims)
+            Tensor::from_inner(constraint.constrain(weight.inner(), &dims))
                 .set_require_grad(require_grad)
         })
     }
