@@ -1,1 +1,2 @@
 pub use flint_data as data;
+pub use flint_layers as layers;
