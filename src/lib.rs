@@ -4,3 +4,4 @@
 pub use flint_data as data;
 pub use flint_layers as layers;
 pub use flint_models as models;
+pub use flint_train as train;

@@ -8,7 +8,6 @@ use crate::error::{DataError, Result};
 use crate::image_folder::ImageFolder;
 use crate::locate::{DatasetSpec, Located, Locator, Source};
 use crate::mnist::{FASHION_MNIST, MNIST, Split, fashion_mnist, mnist};
-use crate::split::LabelledSet;
 
 /// The ants/bees photos of PyTorch's transfer-learning tutorial: `train/` (245 images) and
 /// `val/` (153), one sub-folder per class.

@@ -112,6 +112,16 @@ impl ImageFolder {
         })
     }
 
+    /// Number of images found.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no image was found (never true for an opened folder).
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
     /// The folder scanned.
     pub fn root(&self) -> &Path {
         &self.root
@@ -144,7 +154,7 @@ impl ImageFolder {
 
 impl LabelledSet for ImageFolder {
     fn len(&self) -> usize {
-        self.samples.len()
+        ImageFolder::len(self)
     }
 
     fn label(&self, index: usize) -> usize {
@@ -233,6 +243,31 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
             reason: e.to_string(),
         })?;
     Ok(image.to_rgb8())
+}
+
+/// Decodes an image file for a small model: grey (luma) or RGB, resized to `size x size`
+/// (bilinear), scaled to `[0, 1]`, `[channels, size, size]` order. `channels` must be 1 or 3.
+pub fn load_for_model(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
+    if channels != 1 && channels != 3 {
+        return Err(DataError::invalid(format!(
+            "models take 1 (grey) or 3 (RGB) channels, not {channels}"
+        )));
+    }
+    if size == 0 {
+        return Err(DataError::invalid("image size must be positive"));
+    }
+    let rgb = load_rgb(path)?;
+    let resized = image::imageops::resize(
+        &rgb,
+        size as u32,
+        size as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    if channels == 3 {
+        return Ok(to_chw(&resized));
+    }
+    let grey = image::DynamicImage::ImageRgb8(resized).to_luma8();
+    Ok(grey.pixels().map(|p| p[0] as f32 / 255.0).collect())
 }
 
 /// How images become tensors.
@@ -363,8 +398,14 @@ impl SampleRng {
     /// The generator for the next access to sample `index`.
     pub fn next_for(&self, index: usize) -> StdRng {
         let k = self.draws[index].fetch_add(1, Ordering::Relaxed) as u64;
-        StdRng::seed_from_u64(mix(mix(self.seed ^ mix(index as u64)) ^ k))
+        StdRng::seed_from_u64(derive_seed(derive_seed(self.seed, index as u64), k))
     }
+}
+
+/// A seed for stream `stream` of a run seeded with `seed` (e.g. one per epoch): nearby inputs
+/// give unrelated outputs, so derived streams do not overlap.
+pub fn derive_seed(seed: u64, stream: u64) -> u64 {
+    mix(seed ^ mix(stream))
 }
 
 /// SplitMix64's finaliser: spreads nearby integers over all 64 bits.
@@ -427,7 +468,7 @@ impl Dataset<TensorItem> for ImageFolderDataset {
     }
 
     fn len(&self) -> usize {
-        self.folder.len()
+        self.folder.samples.len()
     }
 }
 

@@ -79,6 +79,17 @@ impl ImageSet {
         })
     }
 
+    /// Number of images (an inherent method, so it does not clash between the
+    /// [`Dataset`] and [`LabelledSet`] traits).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the set has no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
     /// The set's name, e.g. `fashion-mnist/train`.
     pub fn name(&self) -> &str {
         &self.name

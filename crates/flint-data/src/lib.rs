@@ -37,7 +37,9 @@ pub use batcher::{
 pub use catalog::{DatasetCheck, HYMENOPTERA, KnownDataset, SplitCount, hymenoptera};
 pub use cifar::{CIFAR10, CIFAR10_CLASSES, cifar10};
 pub use error::{DataError, Result};
-pub use image_folder::{ImageFolder, ImageFolderDataset, ImageTransform, SkippedFile, TensorItem};
+pub use image_folder::{
+    ImageFolder, ImageFolderDataset, ImageTransform, SkippedFile, TensorItem, derive_seed,
+};
 pub use image_set::{ImageItem, ImageSet};
 pub use locate::{DatasetSpec, Located, Locator, Origin};
 pub use mnist::{

@@ -74,7 +74,10 @@ pub(crate) fn alpha_dropout_with_mask<const D: usize>(
     let a = 1.0 / (q * (1.0 + prob * alpha * alpha)).sqrt();
     let b = -a * alpha * prob;
     // Rearranged as a·m·(x - α') + (aα' + b): two element-wise passes over the input.
-    input.sub_scalar(alpha).mul(keep.mul_scalar(a)).add_scalar(a * alpha + b)
+    input
+        .sub_scalar(alpha)
+        .mul(keep.mul_scalar(a))
+        .add_scalar(a * alpha + b)
 }
 
 #[cfg(test)]

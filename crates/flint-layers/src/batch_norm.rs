@@ -66,9 +66,8 @@ impl BatchNormConfig {
         self.validate()?;
         let c = self.num_features;
         let param = |value: f32| Param::from_tensor(Tensor::<1>::full([c], value, device));
-        let state = |value: f32, len: usize| {
-            RunningState::new(Tensor::<1>::full([len], value, device))
-        };
+        let state =
+            |value: f32, len: usize| RunningState::new(Tensor::<1>::full([len], value, device));
         let tracked = self.track_running_stats;
         Ok(BatchNorm {
             gamma: self.affine.then(|| param(1.0)),
@@ -145,7 +144,10 @@ impl BatchNorm {
     /// If the channel axis is not `num_features`, or in training with a single value per channel
     /// (the batch variance would be undefined; PyTorch raises the same error).
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        assert!(D >= 2, "BatchNorm expects [batch, channels, ...], got rank {D}");
+        assert!(
+            D >= 2,
+            "BatchNorm expects [batch, channels, ...], got rank {D}"
+        );
         let dims = input.dims();
         assert_eq!(
             dims[1], self.num_features,
@@ -258,13 +260,19 @@ mod tests {
     #[test]
     fn rejects_zero_features() {
         let err = BatchNormConfig::new(0).try_init(&device()).unwrap_err();
-        assert_eq!(err.to_string(), "BatchNorm: num_features must be at least 1, got 0");
+        assert_eq!(
+            err.to_string(),
+            "BatchNorm: num_features must be at least 1, got 0"
+        );
     }
 
     #[test]
     fn rejects_non_positive_eps() {
         for eps in [0.0, -1e-5, f64::NAN, f64::INFINITY] {
-            let err = BatchNormConfig::new(3).with_eps(eps).validate().unwrap_err();
+            let err = BatchNormConfig::new(3)
+                .with_eps(eps)
+                .validate()
+                .unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("BatchNorm: eps must be finite and positive, got {eps}")
@@ -286,8 +294,18 @@ mod tests {
                 )
             );
         }
-        assert!(BatchNormConfig::new(3).with_momentum(None).validate().is_ok());
-        assert!(BatchNormConfig::new(3).with_momentum(Some(1.0)).validate().is_ok());
+        assert!(
+            BatchNormConfig::new(3)
+                .with_momentum(None)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            BatchNormConfig::new(3)
+                .with_momentum(Some(1.0))
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -156,7 +156,10 @@ mod tests {
     #[test]
     fn rejects_zero_block_size() {
         let err = DropBlock2dConfig::new(0.1, 0).try_init().unwrap_err();
-        assert_eq!(err.to_string(), "DropBlock2d: block_size must be at least 1, got 0");
+        assert_eq!(
+            err.to_string(),
+            "DropBlock2d: block_size must be at least 1, got 0"
+        );
     }
 
     #[test]
@@ -175,7 +178,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "DropBlock2d: drop probability must be finite and in [0, 1), got 1.5")]
+    #[should_panic(
+        expected = "DropBlock2d: drop probability must be finite and in [0, 1), got 1.5"
+    )]
     fn schedule_rejects_invalid_probability() {
         DropBlock2dConfig::new(0.1, 3).init().with_prob(1.5);
     }

@@ -114,11 +114,17 @@ mod tests {
         let err = DropConnectConfig::new(LinearConfig::new(0, 3), 0.5)
             .try_init(&device)
             .unwrap_err();
-        assert_eq!(err.to_string(), "DropConnect: d_input must be at least 1, got 0");
+        assert_eq!(
+            err.to_string(),
+            "DropConnect: d_input must be at least 1, got 0"
+        );
         let err = DropConnectConfig::new(LinearConfig::new(3, 0), 0.5)
             .try_init(&device)
             .unwrap_err();
-        assert_eq!(err.to_string(), "DropConnect: d_output must be at least 1, got 0");
+        assert_eq!(
+            err.to_string(),
+            "DropConnect: d_output must be at least 1, got 0"
+        );
     }
 
     #[test]

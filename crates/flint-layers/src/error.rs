@@ -33,7 +33,9 @@ pub enum LayerConfigError {
         value: f64,
     },
     /// A momentum outside `[0, 1]`.
-    #[error("{layer}: momentum must be finite and in [0, 1] (or None for a cumulative average), got {value}")]
+    #[error(
+        "{layer}: momentum must be finite and in [0, 1] (or None for a cumulative average), got {value}"
+    )]
     Momentum {
         /// The layer whose config was rejected.
         layer: &'static str,

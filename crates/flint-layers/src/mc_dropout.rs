@@ -1,8 +1,8 @@
 //! Monte-Carlo dropout (Gal & Ghahramani 2016): predictive uncertainty from stochastic passes.
 
 use burn::module::{Flag, Module, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
 
 use crate::error::LayerConfigError;
 

@@ -97,7 +97,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "SpatialDropout: drop probability must be finite and in [0, 1), got 1.5")]
+    #[should_panic(
+        expected = "SpatialDropout: drop probability must be finite and in [0, 1), got 1.5"
+    )]
     fn init_panics_with_the_same_message() {
         SpatialDropoutConfig::new(1.5).init();
     }

@@ -38,11 +38,23 @@ fn randomise(bn: BatchNorm, device: &Device) -> BatchNorm {
     let c = bn.num_features;
     let mut bn = bn;
     if bn.gamma.is_some() {
-        bn.gamma = Some(Param::from_tensor(Tensor::random([c], Distribution::Uniform(0.5, 2.0), device)));
-        bn.beta = Some(Param::from_tensor(Tensor::random([c], Distribution::Uniform(-1.0, 1.0), device)));
+        bn.gamma = Some(Param::from_tensor(Tensor::random(
+            [c],
+            Distribution::Uniform(0.5, 2.0),
+            device,
+        )));
+        bn.beta = Some(Param::from_tensor(Tensor::random(
+            [c],
+            Distribution::Uniform(-1.0, 1.0),
+            device,
+        )));
     }
     if let (Some(mean), Some(var)) = (&bn.running_mean, &bn.running_var) {
-        mean.update(Tensor::random([c], Distribution::Uniform(-1.0, 1.0), device));
+        mean.update(Tensor::random(
+            [c],
+            Distribution::Uniform(-1.0, 1.0),
+            device,
+        ));
         var.update(Tensor::random([c], Distribution::Uniform(0.5, 2.0), device));
     }
     bn
@@ -184,9 +196,15 @@ proptest! {
 fn folding_refuses_untracked_or_mismatched_batch_norm() {
     let device = plain_device();
     let conv = Conv2dConfig::new([2, 3], [3, 3]).init(&device);
-    let untracked = BatchNormConfig::new(3).with_track_running_stats(false).init(&device);
+    let untracked = BatchNormConfig::new(3)
+        .with_track_running_stats(false)
+        .init(&device);
     let err = fuse_conv_bn(&conv, &untracked).unwrap_err();
-    assert!(err.to_string().contains("does not track running statistics"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not track running statistics"),
+        "{err}"
+    );
     let err = fuse_conv_bn(&conv, &BatchNormConfig::new(4).init(&device)).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -204,13 +222,19 @@ fn frozen_and_valid_batch_norm_keep_running_stats() {
     let frozen = bn.clone().freeze();
     let y_frozen = values(&frozen.forward(x.clone()));
     let y_valid = values(&bn.valid().forward(x.clone().inner()));
-    assert_eq!(values(&frozen.running_mean.as_ref().unwrap().value_sync()), before);
+    assert_eq!(
+        values(&frozen.running_mean.as_ref().unwrap().value_sync()),
+        before
+    );
     for (a, b) in y_frozen.iter().zip(&y_valid) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
     }
     // Training changes them.
     bn.forward(x);
-    assert_ne!(values(&bn.running_mean.as_ref().unwrap().value_sync()), before);
+    assert_ne!(
+        values(&bn.running_mean.as_ref().unwrap().value_sync()),
+        before
+    );
 }
 
 #[derive(Module, Debug)]
@@ -234,10 +258,21 @@ fn recalibration_averages_batch_statistics() {
     device.seed(17);
     let model = TwoNorms {
         first: randomise(BatchNormConfig::new(2).init(&device), &device),
-        second: randomise(BatchNormConfig::new(2).with_momentum(Some(0.3)).init(&device), &device),
+        second: randomise(
+            BatchNormConfig::new(2)
+                .with_momentum(Some(0.3))
+                .init(&device),
+            &device,
+        ),
     };
     let batches: Vec<Tensor<3>> = (0..4)
-        .map(|k| Tensor::random([3, 2, 5], Distribution::Normal(k as f64, 1.0 + k as f64), &device))
+        .map(|k| {
+            Tensor::random(
+                [3, 2, 5],
+                Distribution::Normal(k as f64, 1.0 + k as f64),
+                &device,
+            )
+        })
         .collect();
     let model = recalibrate_bn(model, batches.clone(), |model, x| {
         model.second.forward(model.first.forward(x))
@@ -255,8 +290,24 @@ fn recalibration_averages_batch_statistics() {
     let got_mean = values(&model.first.running_mean.as_ref().unwrap().value_sync());
     let got_var = values(&model.first.running_var.as_ref().unwrap().value_sync());
     for ch in 0..2 {
-        assert!(close(f64::from(got_mean[ch]), mean[ch], 1e-4), "{got_mean:?} vs {mean:?}");
-        assert!(close(f64::from(got_var[ch]), var[ch], 1e-4), "{got_var:?} vs {var:?}");
+        assert!(
+            close(f64::from(got_mean[ch]), mean[ch], 1e-4),
+            "{got_mean:?} vs {mean:?}"
+        );
+        assert!(
+            close(f64::from(got_var[ch]), var[ch], 1e-4),
+            "{got_var:?} vs {var:?}"
+        );
     }
-    assert_eq!(values(&model.first.num_batches_tracked.as_ref().unwrap().value_sync()), vec![4.0]);
+    assert_eq!(
+        values(
+            &model
+                .first
+                .num_batches_tracked
+                .as_ref()
+                .unwrap()
+                .value_sync()
+        ),
+        vec![4.0]
+    );
 }

@@ -7,7 +7,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Distribution, Tensor};
 use common::{plain_device, train_device, values};
-use flint_layers::{BatchNorm, BatchNormConfig, DropConnect, DropConnectConfig, MaxNormConfig, WeightPenalty};
+use flint_layers::{
+    BatchNorm, BatchNormConfig, DropConnect, DropConnectConfig, MaxNormConfig, WeightPenalty,
+};
 use proptest::prelude::*;
 
 #[derive(Module, Debug)]
@@ -19,7 +21,8 @@ struct Net {
 }
 
 fn net(device: &burn::tensor::Device, spread: f64) -> Net {
-    let scaled = |numel: usize| Tensor::<1>::random([numel], Distribution::Normal(0.0, spread), device);
+    let scaled =
+        |numel: usize| Tensor::<1>::random([numel], Distribution::Normal(0.0, spread), device);
     let mut conv = Conv2dConfig::new([3, 4], [3, 3]).init(device);
     conv.weight = Param::from_tensor(scaled(108).reshape([4, 3, 3, 3]));
     let mut hidden = DropConnectConfig::new(LinearConfig::new(6, 5), 0.5).init(device);
@@ -37,7 +40,12 @@ fn net(device: &burn::tensor::Device, spread: f64) -> Net {
 /// L2 norms of the unit vectors: columns of a `[in, out]` weight.
 fn column_norms(w: &[f32], rows: usize, cols: usize) -> Vec<f64> {
     (0..cols)
-        .map(|j| (0..rows).map(|i| f64::from(w[i * cols + j]).powi(2)).sum::<f64>().sqrt())
+        .map(|j| {
+            (0..rows)
+                .map(|i| f64::from(w[i * cols + j]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
         .collect()
 }
 
@@ -48,15 +56,28 @@ fn check_unit_vectors(
     cap: f64,
 ) -> Result<(), TestCaseError> {
     for unit in units {
-        let norm = unit.iter().map(|&i| f64::from(before[i]).powi(2)).sum::<f64>().sqrt();
-        let new_norm = unit.iter().map(|&i| f64::from(after[i]).powi(2)).sum::<f64>().sqrt();
-        prop_assert!(new_norm <= cap * (1.0 + 1e-5), "norm {new_norm} above cap {cap}");
+        let norm = unit
+            .iter()
+            .map(|&i| f64::from(before[i]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let new_norm = unit
+            .iter()
+            .map(|&i| f64::from(after[i]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        prop_assert!(
+            new_norm <= cap * (1.0 + 1e-5),
+            "norm {new_norm} above cap {cap}"
+        );
         for &i in &unit {
             if norm <= cap {
                 prop_assert_eq!(before[i], after[i], "a unit under the cap was changed");
             } else {
                 let expected = f64::from(before[i]) * cap / norm;
-                prop_assert!((f64::from(after[i]) - expected).abs() <= 1e-5 * (1.0 + expected.abs()));
+                prop_assert!(
+                    (f64::from(after[i]) - expected).abs() <= 1e-5 * (1.0 + expected.abs())
+                );
             }
         }
     }
@@ -119,7 +140,10 @@ fn weight_penalty_value_and_gradient() {
         .map(|&w| l1 * f64::from(w).abs() + l2 * f64::from(w).powi(2))
         .sum();
     let got = f64::from(values(&penalty)[0]);
-    assert!((got - expected).abs() <= 1e-5 * expected, "{got} vs {expected}");
+    assert!(
+        (got - expected).abs() <= 1e-5 * expected,
+        "{got} vs {expected}"
+    );
 
     let grads = penalty.backward();
     let head = values(&model.head.weight.val());

@@ -17,18 +17,53 @@ use flint_layers::{
 use proptest::prelude::*;
 
 /// Every stochastic layer's forward, boxed so the identity properties run over all of them.
-fn all_layers(prob: f64, block: usize, width: usize, device: &Device) -> Vec<(&'static str, Box<dyn Fn(Tensor<4>, Mode) -> Tensor<4>>)> {
+fn all_layers(
+    prob: f64,
+    block: usize,
+    width: usize,
+    device: &Device,
+) -> Vec<(&'static str, Box<dyn Fn(Tensor<4>, Mode) -> Tensor<4>>)> {
     let drop_connect = DropConnectConfig::new(LinearConfig::new(width, width), prob).init(device);
     vec![
-        ("Dropout", boxed(DropoutConfig::new(prob).init(), |l, x| l.forward(x))),
-        ("SpatialDropout", boxed(SpatialDropoutConfig::new(prob).init(), |l, x| l.forward(x))),
-        ("AlphaDropout", boxed(AlphaDropoutConfig::new(prob).init(), |l, x| l.forward(x))),
-        ("FeatureAlphaDropout", boxed(FeatureAlphaDropoutConfig::new(prob).init(), |l, x| l.forward(x))),
-        ("GaussianDropout", boxed(GaussianDropoutConfig::new(prob).init(), |l, x| l.forward(x))),
-        ("DropPath", boxed(DropPathConfig::new(prob).init(), |l, x| l.forward(x))),
-        ("DropBlock2d", boxed(DropBlock2dConfig::new(prob, block).init(), |l, x| l.forward(x))),
+        (
+            "Dropout",
+            boxed(DropoutConfig::new(prob).init(), |l, x| l.forward(x)),
+        ),
+        (
+            "SpatialDropout",
+            boxed(SpatialDropoutConfig::new(prob).init(), |l, x| l.forward(x)),
+        ),
+        (
+            "AlphaDropout",
+            boxed(AlphaDropoutConfig::new(prob).init(), |l, x| l.forward(x)),
+        ),
+        (
+            "FeatureAlphaDropout",
+            boxed(FeatureAlphaDropoutConfig::new(prob).init(), |l, x| {
+                l.forward(x)
+            }),
+        ),
+        (
+            "GaussianDropout",
+            boxed(GaussianDropoutConfig::new(prob).init(), |l, x| l.forward(x)),
+        ),
+        (
+            "DropPath",
+            boxed(DropPathConfig::new(prob).init(), |l, x| l.forward(x)),
+        ),
+        (
+            "DropBlock2d",
+            boxed(DropBlock2dConfig::new(prob, block).init(), |l, x| {
+                l.forward(x)
+            }),
+        ),
         // DropConnect is not the identity but the plain linear layer in inference.
-        ("DropConnect", boxed(drop_connect, |l, x| l.forward(x.clone()) - l.linear.forward(x.clone()) + x)),
+        (
+            "DropConnect",
+            boxed(drop_connect, |l, x| {
+                l.forward(x.clone()) - l.linear.forward(x.clone()) + x
+            }),
+        ),
     ]
 }
 
@@ -251,13 +286,19 @@ fn drop_rates_are_within_binomial_bounds() {
 
         let dropped = zeros(DropoutConfig::new(prob).init().forward(x.clone()));
         let (lo, hi) = binomial_bounds(n, prob);
-        assert!((lo..=hi).contains(&(dropped as f64)), "Dropout p={prob}: {dropped} of {n}");
+        assert!(
+            (lo..=hi).contains(&(dropped as f64)),
+            "Dropout p={prob}: {dropped} of {n}"
+        );
 
         // Channel masks: count dropped channels, not elements.
         let maps = shape[0] * shape[1];
         let dropped = zeros(SpatialDropoutConfig::new(prob).init().forward(x.clone())) / (16 * 16);
         let (lo, hi) = binomial_bounds(maps, prob);
-        assert!((lo..=hi).contains(&(dropped as f64)), "SpatialDropout p={prob}: {dropped} of {maps}");
+        assert!(
+            (lo..=hi).contains(&(dropped as f64)),
+            "SpatialDropout p={prob}: {dropped} of {maps}"
+        );
     }
     // DropPath on many samples.
     let x = positive_input([100_000, 4], &device);
@@ -268,7 +309,10 @@ fn drop_rates_are_within_binomial_bounds() {
             .count()
             / 4;
         let (lo, hi) = binomial_bounds(100_000, prob);
-        assert!((lo..=hi).contains(&(dropped as f64)), "DropPath p={prob}: {dropped}");
+        assert!(
+            (lo..=hi).contains(&(dropped as f64)),
+            "DropPath p={prob}: {dropped}"
+        );
     }
 }
 
@@ -284,11 +328,20 @@ fn means_are_kept_within_bounds() {
     for prob in [0.2, 0.6] {
         let bound = 6.0 * (4.0 / (1.0 - prob) / n as f64).sqrt();
         for (name, y) in [
-            ("Dropout", DropoutConfig::new(prob).init().forward(x.clone())),
-            ("GaussianDropout", GaussianDropoutConfig::new(prob).init().forward(x.clone())),
+            (
+                "Dropout",
+                DropoutConfig::new(prob).init().forward(x.clone()),
+            ),
+            (
+                "GaussianDropout",
+                GaussianDropoutConfig::new(prob).init().forward(x.clone()),
+            ),
         ] {
             let mean = values(&y).iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
-            assert!((mean - input_mean).abs() < bound, "{name} p={prob}: mean {mean} vs {input_mean}");
+            assert!(
+                (mean - input_mean).abs() < bound,
+                "{name} p={prob}: mean {mean} vs {input_mean}"
+            );
         }
     }
 }
@@ -300,13 +353,23 @@ fn gaussian_dropout_noise_moments() {
     device.seed(3);
     let n = 1 << 20;
     let prob = 0.3;
-    let noise = values(&GaussianDropoutConfig::new(prob).init().forward(Tensor::<1>::ones([n], &device)));
+    let noise = values(
+        &GaussianDropoutConfig::new(prob)
+            .init()
+            .forward(Tensor::<1>::ones([n], &device)),
+    );
     let (mean, var) = moments(&noise);
     let expected_var = prob / (1.0 - prob);
-    assert!((mean - 1.0).abs() < 6.0 * (expected_var / n as f64).sqrt(), "mean {mean}");
+    assert!(
+        (mean - 1.0).abs() < 6.0 * (expected_var / n as f64).sqrt(),
+        "mean {mean}"
+    );
     // Normal noise: Var[sample variance] = 2σ⁴/n.
     let sd = (2.0 * expected_var * expected_var / n as f64).sqrt();
-    assert!((var - expected_var).abs() < 6.0 * sd, "variance {var}, expected {expected_var}");
+    assert!(
+        (var - expected_var).abs() < 6.0 * sd,
+        "variance {var}, expected {expected_var}"
+    );
 }
 
 /// AlphaDropout keeps zero mean and unit variance of standard-normal input; bounds from the
@@ -320,9 +383,16 @@ fn alpha_dropout_keeps_zero_mean_unit_variance() {
     for prob in [0.05, 0.2, 0.5] {
         let ys = values(&AlphaDropoutConfig::new(prob).init().forward(x.clone()));
         let (mean, var) = moments(&ys);
-        let m4 = ys.iter().map(|&v| (f64::from(v) - mean).powi(4)).sum::<f64>() / n as f64;
+        let m4 = ys
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(4))
+            .sum::<f64>()
+            / n as f64;
         let var_se = ((m4 - var * var) / n as f64).sqrt();
-        assert!(mean.abs() < 6.0 / (n as f64).sqrt() * var.sqrt(), "p={prob}: mean {mean}");
+        assert!(
+            mean.abs() < 6.0 / (n as f64).sqrt() * var.sqrt(),
+            "p={prob}: mean {mean}"
+        );
         assert!((var - 1.0).abs() < 6.0 * var_se, "p={prob}: variance {var}");
         // Feature variant, over many channels.
         let xf = x.clone().reshape([1024, 1024, 1]);
@@ -345,9 +415,13 @@ fn dropblock_rate_matches_gamma() {
     let y = layer.forward(Tensor::<4>::ones([n, c, h, w], &device));
     let ys = values(&y);
     let total: f64 = ys.iter().map(|&v| f64::from(v)).sum();
-    assert!((total - ys.len() as f64).abs() < 1e-3 * ys.len() as f64, "sum {total}");
+    assert!(
+        (total - ys.len() as f64).abs() < 1e-3 * ys.len() as f64,
+        "sum {total}"
+    );
     let gamma = layer.gamma(h, w);
-    let covering = |i: usize, len: usize| (i.min(len - block) + 1).saturating_sub(i.saturating_sub(block - 1));
+    let covering =
+        |i: usize, len: usize| (i.min(len - block) + 1).saturating_sub(i.saturating_sub(block - 1));
     let mut expected = 0.0;
     for i in 0..h {
         for j in 0..w {
@@ -359,12 +433,19 @@ fn dropblock_rate_matches_gamma() {
     // Each map's drop fraction lies in [0, 1]: its standard deviation is at most 1/2, so the mean
     // over n·c independent maps is within 6 · 0.5 / sqrt(n·c).
     let bound = 3.0 / ((n * c) as f64).sqrt();
-    assert!((dropped - expected).abs() < bound, "dropped {dropped}, expected {expected}");
+    assert!(
+        (dropped - expected).abs() < bound,
+        "dropped {dropped}, expected {expected}"
+    );
 }
 
 fn moments(values: &[f32]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (mean, var)
 }

@@ -86,10 +86,20 @@ fn load_batch_norm(dir: &Path, device: &Device) -> (flint_layers::BatchNorm, Ten
         .with_unbiased_running_var(false)
         .init(device);
     let mut bn = bn;
-    bn.gamma = Some(burn::module::Param::from_tensor(tensor1(&inputs[1], device)));
-    bn.beta = Some(burn::module::Param::from_tensor(tensor1(&inputs[2], device)));
-    bn.running_mean.as_ref().unwrap().update(tensor1(&inputs[3], device));
-    bn.running_var.as_ref().unwrap().update(tensor1(&inputs[4], device));
+    bn.gamma = Some(burn::module::Param::from_tensor(tensor1(
+        &inputs[1], device,
+    )));
+    bn.beta = Some(burn::module::Param::from_tensor(tensor1(
+        &inputs[2], device,
+    )));
+    bn.running_mean
+        .as_ref()
+        .unwrap()
+        .update(tensor1(&inputs[3], device));
+    bn.running_var
+        .as_ref()
+        .unwrap()
+        .update(tensor1(&inputs[4], device));
     (bn, x)
 }
 
@@ -110,8 +120,18 @@ fn batchnorm_training_case(name: &str) {
     assert_close(&values(&y), &expected[0].values, 1e-4, &format!("{name} Y"));
     let running_mean = bn.running_mean.as_ref().unwrap().value_sync();
     let running_var = bn.running_var.as_ref().unwrap().value_sync();
-    assert_close(&values(&running_mean), &expected[1].values, 1e-5, &format!("{name} running_mean"));
-    assert_close(&values(&running_var), &expected[2].values, 1e-5, &format!("{name} running_var"));
+    assert_close(
+        &values(&running_mean),
+        &expected[1].values,
+        1e-5,
+        &format!("{name} running_mean"),
+    );
+    assert_close(
+        &values(&running_var),
+        &expected[2].values,
+        1e-5,
+        &format!("{name} running_var"),
+    );
 }
 
 #[test]
@@ -145,7 +165,10 @@ fn dropout_inference_case(name: &str) {
     let y = DropoutConfig::new(0.5).init().forward(x);
     assert_close(&values(&y), &expected[0].values, 0.0, name);
     if let Some(mask) = expected.get(1) {
-        assert!(mask.values.iter().all(|&m| m == 1.0), "{name}: inference mask must be all true");
+        assert!(
+            mask.values.iter().all(|&m| m == 1.0),
+            "{name}: inference mask must be all true"
+        );
     }
 }
 
@@ -158,8 +181,14 @@ fn dropout_training_case(name: &str) {
     let expected = outputs(&dir);
     let ratio = inputs.get(1).map_or(0.5, |r| r.values[0]);
     let x_values: Vec<f32> = inputs[0].values.iter().map(|&v| v as f32).collect();
-    let y = DropoutConfig::new(ratio).init().forward(tensor_any(&inputs[0], &train_device()));
-    let scale = if ratio == 0.0 { 1.0 } else { 1.0 / (1.0 - ratio) };
+    let y = DropoutConfig::new(ratio)
+        .init()
+        .forward(tensor_any(&inputs[0], &train_device()));
+    let scale = if ratio == 0.0 {
+        1.0
+    } else {
+        1.0 / (1.0 - ratio)
+    };
     for (source, output) in [("flint", values(&y)), ("onnx", f32s(&expected[0].values))] {
         for (i, (&x, &out)) in x_values.iter().zip(&output).enumerate() {
             let kept = f64::from(x) * scale;
@@ -168,13 +197,20 @@ fn dropout_training_case(name: &str) {
                 "{name} ({source})[{i}]: {out} is neither 0 nor x/(1-r) = {kept}"
             );
             if ratio == 0.0 {
-                assert_eq!(out, x, "{name} ({source})[{i}]: ratio 0 must be the identity");
+                assert_eq!(
+                    out, x,
+                    "{name} ({source})[{i}]: ratio 0 must be the identity"
+                );
             }
         }
     }
     if let Some(mask) = expected.get(1) {
         for (i, (&m, &out)) in mask.values.iter().zip(&expected[0].values).enumerate() {
-            assert_eq!(m == 1.0, out != 0.0, "{name}: mask[{i}] disagrees with the output");
+            assert_eq!(
+                m == 1.0,
+                out != 0.0,
+                "{name}: mask[{i}] disagrees with the output"
+            );
         }
     }
 }

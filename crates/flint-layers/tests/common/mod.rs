@@ -17,7 +17,11 @@ pub fn plain_device() -> Device {
 
 /// A tensor's values as `f32`s, row-major.
 pub fn values<const D: usize>(tensor: &Tensor<D>) -> Vec<f32> {
-    tensor.to_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    tensor
+        .to_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
 }
 
 /// Input in `[1, 2)`: no zeros, so a dropped unit can't be mistaken for a kept one.
@@ -49,7 +53,10 @@ pub fn assert_grouped_mask(
             true
         };
         let previous = *status.entry(group(i)).or_insert(kept);
-        assert_eq!(previous, kept, "element {i}: mask not constant over its group");
+        assert_eq!(
+            previous, kept,
+            "element {i}: mask not constant over its group"
+        );
     }
     dropped
 }

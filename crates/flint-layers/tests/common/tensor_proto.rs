@@ -94,18 +94,26 @@ pub fn decode_tensor(bytes: &[u8]) -> DecodedTensor {
     while !reader.done() {
         match reader.field() {
             (1, _, Field::Varint(v)) => tensor.dims.push(v as usize),
-            (1, _, Field::Bytes(b)) => tensor.dims.extend(packed_varints(b).iter().map(|&v| v as usize)),
+            (1, _, Field::Bytes(b)) => tensor
+                .dims
+                .extend(packed_varints(b).iter().map(|&v| v as usize)),
             (2, _, Field::Varint(v)) => tensor.data_type = v as i32,
-            (4, 5, Field::Bytes(b)) => tensor.values.push(f64::from(f32::from_le_bytes(b.try_into().unwrap()))),
+            (4, 5, Field::Bytes(b)) => tensor
+                .values
+                .push(f64::from(f32::from_le_bytes(b.try_into().unwrap()))),
             (4, _, Field::Bytes(b)) => tensor.values.extend(
                 b.chunks_exact(4)
                     .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))),
             ),
             (7, _, Field::Varint(v)) => tensor.values.push(v as i64 as f64),
-            (7, _, Field::Bytes(b)) => tensor.values.extend(packed_varints(b).iter().map(|&v| v as i64 as f64)),
+            (7, _, Field::Bytes(b)) => tensor
+                .values
+                .extend(packed_varints(b).iter().map(|&v| v as i64 as f64)),
             // int32_data (field 5) also carries bool and small int types.
             (5, _, Field::Varint(v)) => tensor.values.push(v as i32 as f64),
-            (5, _, Field::Bytes(b)) => tensor.values.extend(packed_varints(b).iter().map(|&v| v as i32 as f64)),
+            (5, _, Field::Bytes(b)) => tensor
+                .values
+                .extend(packed_varints(b).iter().map(|&v| v as i32 as f64)),
             (8, _, Field::Bytes(b)) => tensor.name = String::from_utf8_lossy(b).into_owned(),
             (9, _, Field::Bytes(b)) => raw = Some(b),
             _ => {}
@@ -126,7 +134,14 @@ pub fn decode_tensor(bytes: &[u8]) -> DecodedTensor {
         };
     }
     let expected: usize = tensor.dims.iter().product();
-    assert_eq!(tensor.values.len(), expected, "TensorProto {}: {} values for dims {:?}", tensor.name, tensor.values.len(), tensor.dims);
+    assert_eq!(
+        tensor.values.len(),
+        expected,
+        "TensorProto {}: {} values for dims {:?}",
+        tensor.name,
+        tensor.values.len(),
+        tensor.dims
+    );
     tensor
 }
 

@@ -1,0 +1,157 @@
+//! Per-epoch metrics, evaluation reports and the confusion matrix.
+
+use serde::{Deserialize, Serialize};
+
+/// What one epoch measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (with dropout on).
+    pub train_loss: f64,
+    /// Training accuracy over the epoch (with dropout on).
+    pub train_accuracy: f64,
+    /// Loss on the evaluation set (validation split, or the test set when there is none).
+    pub val_loss: f64,
+    /// Accuracy on the evaluation set.
+    pub val_accuracy: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Training samples per second (data loading, forward, backward and optimiser step).
+    pub samples_per_sec: f64,
+    /// Wall time of the training part of the epoch, in seconds.
+    pub train_secs: f64,
+}
+
+impl EpochMetrics {
+    /// The `metrics.csv` header.
+    pub const CSV_HEADER: &'static str =
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,samples_per_sec,train_secs";
+
+    /// One `metrics.csv` row.
+    pub fn csv_row(&self) -> String {
+        format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1},{:.2}",
+            self.epoch,
+            self.train_loss,
+            self.train_accuracy,
+            self.val_loss,
+            self.val_accuracy,
+            self.lr,
+            self.samples_per_sec,
+            self.train_secs
+        )
+    }
+}
+
+/// The whole `metrics.csv` for a history.
+pub fn metrics_csv(history: &[EpochMetrics]) -> String {
+    let mut out = String::from(EpochMetrics::CSV_HEADER);
+    out.push('\n');
+    for m in history {
+        out.push_str(&m.csv_row());
+        out.push('\n');
+    }
+    out
+}
+
+/// A confusion matrix: `counts[true][predicted]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfusionMatrix {
+    /// Counts indexed by true class, then predicted class.
+    pub counts: Vec<Vec<usize>>,
+}
+
+impl ConfusionMatrix {
+    /// An empty matrix for `classes` classes.
+    pub fn new(classes: usize) -> Self {
+        Self {
+            counts: vec![vec![0; classes]; classes],
+        }
+    }
+
+    /// Records predictions against targets.
+    pub fn add(&mut self, targets: &[i64], predictions: &[i64]) {
+        for (&t, &p) in targets.iter().zip(predictions) {
+            self.counts[t as usize][p as usize] += 1;
+        }
+    }
+
+    /// Samples seen.
+    pub fn total(&self) -> usize {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// Correct predictions.
+    pub fn correct(&self) -> usize {
+        (0..self.counts.len()).map(|i| self.counts[i][i]).sum()
+    }
+
+    /// Overall accuracy.
+    pub fn accuracy(&self) -> f64 {
+        self.correct() as f64 / self.total().max(1) as f64
+    }
+
+    /// Recall of each class (its share of correctly classified samples).
+    pub fn per_class_accuracy(&self) -> Vec<f64> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, row)| row[i] as f64 / row.iter().sum::<usize>().max(1) as f64)
+            .collect()
+    }
+}
+
+/// An evaluation over a whole data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Mean cross-entropy loss.
+    pub loss: f64,
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Per-class accuracy (recall).
+    pub per_class_accuracy: Vec<f64>,
+    /// Class names, by label.
+    pub class_names: Vec<String>,
+    /// The confusion matrix.
+    pub confusion: ConfusionMatrix,
+    /// Samples per second of the evaluation (batch 1000).
+    pub samples_per_sec: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_matrix_accuracies() {
+        let mut m = ConfusionMatrix::new(3);
+        m.add(&[0, 0, 1, 2, 2, 2], &[0, 1, 1, 2, 2, 0]);
+        assert_eq!(m.total(), 6);
+        assert_eq!(m.correct(), 4);
+        assert!((m.accuracy() - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(m.per_class_accuracy(), vec![0.5, 1.0, 2.0 / 3.0]);
+        assert_eq!(m.counts[2][0], 1);
+    }
+
+    #[test]
+    fn csv_has_a_header_and_one_row_per_epoch() {
+        let m = EpochMetrics {
+            epoch: 1,
+            train_loss: 0.5,
+            train_accuracy: 0.8,
+            val_loss: 0.4,
+            val_accuracy: 0.85,
+            lr: 1e-3,
+            samples_per_sec: 1000.0,
+            train_secs: 60.0,
+        };
+        let csv = metrics_csv(&[m.clone(), EpochMetrics { epoch: 2, ..m }]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[1],
+            "1,0.500000,0.800000,0.400000,0.850000,1.000000e-3,1000.0,60.00"
+        );
+    }
+}

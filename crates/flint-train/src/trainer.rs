@@ -1,0 +1,529 @@
+//! The training loop.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use flint_data::{
+    Augment, AugmentedImages, ImageBatcher, ImageSet, KnownDataset, LabelledSet, LoaderOptions,
+    Locator, Split, derive_seed, loader, random_subset, train_val_split,
+};
+use flint_models::{Classifier, ModelConfig};
+
+use crate::checkpoint::{self, RunState};
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::metrics::{ConfusionMatrix, EpochMetrics, EvalReport, metrics_csv};
+use crate::optim::{build_optimizer, clip_grad_norm};
+use crate::progress::ProgressMode;
+use crate::report::{plot_curves, write_report};
+
+/// Where a run goes and how it shows progress.
+///
+/// Runs are reproducible from their seed on a given backend, one run at a time: burn's random
+/// generator is shared by the whole process, so two runs training at the same moment in one
+/// process draw from it in an unpredictable interleaving.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run directory; `None` makes `runs/<dataset>-<model>-<timestamp>/`.
+    pub output: Option<PathBuf>,
+    /// The device to train on (made autodiff for training; evaluation runs without autodiff).
+    pub device: Device,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Where the data sets are looked for.
+    pub locator: Locator,
+    /// Stop after this epoch as if interrupted, leaving a run that `resume` continues
+    /// (for preemptible machines and time-sliced jobs).
+    pub stop_after: Option<usize>,
+}
+
+impl RunOptions {
+    /// Defaults: flex device, progress bar, standard data discovery, `runs/...` directory.
+    pub fn new() -> Self {
+        Self {
+            output: None,
+            device: Device::flex(),
+            progress: ProgressMode::Bar,
+            locator: Locator::new(),
+            stop_after: None,
+        }
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Metrics of every epoch (including those before a resume).
+    pub history: Vec<EpochMetrics>,
+    /// The final model on the test set.
+    pub test: EvalReport,
+    /// Wall time of this invocation, in seconds.
+    pub wall_secs: f64,
+    /// Whether early stopping ended the run before its last epoch.
+    pub stopped_early: bool,
+    /// Whether the run stopped at `stop_after` and can be resumed.
+    pub interrupted: bool,
+}
+
+/// The data of a run.
+pub struct RunData {
+    /// Training images.
+    pub train: ImageSet,
+    /// Per-epoch evaluation set (validation split, or the test set).
+    pub eval: ImageSet,
+    /// `val` or `test`.
+    pub eval_name: &'static str,
+    /// The test set.
+    pub test: ImageSet,
+}
+
+/// Loads the training, evaluation and test sets a configuration asks for.
+pub fn load_data(config: &TrainConfig, locator: &Locator) -> Result<RunData, TrainError> {
+    let dataset: KnownDataset = config
+        .dataset
+        .parse()
+        .map_err(|e: flint_data::DataError| TrainError::Config(e.to_string()))?;
+    let load = |split| match dataset {
+        KnownDataset::Mnist => flint_data::mnist(split, locator),
+        KnownDataset::FashionMnist => flint_data::fashion_mnist(split, locator),
+        KnownDataset::Cifar10 => flint_data::cifar10(split, locator),
+        KnownDataset::Hymenoptera => Err(flint_data::DataError::InvalidArgument(
+            "hymenoptera is an image folder; use `flint finetune`".into(),
+        )),
+    };
+    let mut train = load(Split::Train)?;
+    let mut test = load(Split::Test)?;
+    if let Some(n) = config.train_limit {
+        train = random_subset(&train, n.min(train.len()), derive_seed(config.seed, 101))?;
+    }
+    if let Some(n) = config.test_limit {
+        test = random_subset(&test, n.min(test.len()), derive_seed(config.seed, 102))?;
+    }
+    let (train, eval, eval_name) = if config.val_fraction > 0.0 {
+        let (fit, val) =
+            train_val_split(&train, config.val_fraction, derive_seed(config.seed, 103))?;
+        (fit, val, "val")
+    } else {
+        (train, test.clone(), "test")
+    };
+    check_model_fits(&config.model, train.shape(), train.num_classes())?;
+    Ok(RunData {
+        train,
+        eval,
+        eval_name,
+        test,
+    })
+}
+
+/// Checks the model's input and output sizes against the data.
+pub fn check_model_fits(
+    model: &ModelConfig,
+    [c, h, w]: [usize; 3],
+    classes: usize,
+) -> Result<(), TrainError> {
+    let (fits, expects, model_classes) = match model {
+        ModelConfig::Mlp(m) => (
+            m.input_size == c * h * w,
+            format!("{} input features", m.input_size),
+            m.num_classes,
+        ),
+        ModelConfig::Cnn(m) => (
+            m.in_channels == c && m.image_size == h && h == w,
+            format!(
+                "[{}, {}, {}] images",
+                m.in_channels, m.image_size, m.image_size
+            ),
+            m.num_classes,
+        ),
+    };
+    if !fits {
+        return Err(TrainError::Config(format!(
+            "the model expects {expects} but the data set's images are [{c}, {h}, {w}]"
+        )));
+    }
+    if model_classes != classes {
+        return Err(TrainError::Config(format!(
+            "the model has {model_classes} outputs but the data set has {classes} classes"
+        )));
+    }
+    Ok(())
+}
+
+/// Evaluates an inference-mode model on `set` at batch 1000.
+pub fn evaluate(
+    model: &Classifier,
+    set: &ImageSet,
+    device: &Device,
+) -> Result<EvalReport, TrainError> {
+    let start = Instant::now();
+    let dl = loader(
+        set.clone(),
+        ImageBatcher::new(),
+        &LoaderOptions::new(1000),
+        device,
+    )?;
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let mut confusion = ConfusionMatrix::new(set.num_classes());
+    let mut loss_sum = 0.0f64;
+    for batch in dl.iter() {
+        let batch = batch.map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
+        let n = batch.targets.dims()[0];
+        let logits = model.forward(batch.images);
+        let loss: f32 = ce
+            .forward(logits.clone(), batch.targets.clone())
+            .into_scalar();
+        loss_sum += loss as f64 * n as f64;
+        let predictions = ints(logits.argmax(1).reshape([n]));
+        confusion.add(&ints(batch.targets), &predictions);
+    }
+    let total = confusion.total();
+    Ok(EvalReport {
+        loss: loss_sum / total.max(1) as f64,
+        accuracy: confusion.accuracy(),
+        per_class_accuracy: confusion.per_class_accuracy(),
+        class_names: set.class_names().to_vec(),
+        confusion,
+        samples_per_sec: total as f64 / start.elapsed().as_secs_f64(),
+    })
+}
+
+fn ints(t: Tensor<1, Int>) -> Vec<i64> {
+    t.into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("converted to i64")
+}
+
+/// A run directory name: `<dataset>-<model>-<UTC timestamp>`.
+fn default_run_dir(config: &TrainConfig) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from("runs").join(format!(
+        "{}-{}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        config.dataset,
+        config.model.kind(),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+/// Trains a new run.
+pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunOutcome, TrainError> {
+    config.validate()?;
+    let run_dir = options
+        .output
+        .clone()
+        .unwrap_or_else(|| default_run_dir(config));
+    if run_dir.join("config.json").exists() {
+        return Err(TrainError::RunExists(run_dir));
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+    let json = serde_json::to_vec_pretty(config).map_err(|e| TrainError::Report(e.to_string()))?;
+    checkpoint::write_atomic(&run_dir.join("config.json"), &json)?;
+    run(config, &run_dir, options, false)
+}
+
+/// Continues a run from its last checkpoint, exactly where it stopped.
+pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<RunOutcome, TrainError> {
+    let path = run_dir.join("config.json");
+    let config = TrainConfig::load(&path).map_err(|e| TrainError::Checkpoint {
+        path: run_dir.to_path_buf(),
+        reason: format!("cannot read config.json: {e}"),
+    })?;
+    config.validate()?;
+    run(&config, run_dir, options, true)
+}
+
+fn run(
+    config: &TrainConfig,
+    run_dir: &Path,
+    options: &RunOptions,
+    resuming: bool,
+) -> Result<RunOutcome, TrainError> {
+    let start = Instant::now();
+    let mut progress = crate::progress::Progress::new(options.progress);
+    let data = load_data(config, &options.locator)?;
+    let config_sha = checkpoint::file_sha256(&run_dir.join("config.json"))?;
+    let last_dir = run_dir.join("checkpoints").join("last");
+    let best_dir = run_dir.join("checkpoints").join("best");
+
+    let device = options.device.clone();
+    let train_device = device.clone().autodiff();
+    device.seed(config.seed);
+    train_device.seed(config.seed);
+    let mut model = config.model.init(&train_device);
+    let mut optimizer = build_optimizer(&config.optimizer);
+    let mut state = RunState::new(config.seed, config_sha.clone());
+    if resuming {
+        let (dir, saved) = checkpoint::load_state(&last_dir)?;
+        if saved.config_sha256 != config_sha {
+            return Err(TrainError::Checkpoint {
+                path: dir,
+                reason: "config.json has changed since this checkpoint was written".into(),
+            });
+        }
+        model = checkpoint::load_model(&dir, model)?;
+        optimizer = checkpoint::load_optimizer(&dir, optimizer)?;
+        progress.info(&format!(
+            "resuming {} after epoch {}",
+            run_dir.display(),
+            saved.epoch
+        ));
+        state = saved;
+    }
+    progress.info(&format!(
+        "training {} on {} ({} images, evaluating on {} {}), run directory {}",
+        config.model.kind(),
+        config.dataset,
+        data.train.len(),
+        data.eval.len(),
+        data.eval_name,
+        run_dir.display()
+    ));
+
+    let ce = CrossEntropyLossConfig::new().init(&train_device);
+    let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
+    let augment = Augment {
+        pad_crop: config.augment_pad,
+        hflip: config.augment_flip,
+    };
+    let mut stopped_early = false;
+
+    for epoch in state.epoch + 1..=config.epochs {
+        // Every epoch's randomness derives from (seed, epoch): a resumed run replays exactly
+        // what the uninterrupted one would have done.
+        let epoch_seed = derive_seed(config.seed, epoch as u64);
+        train_device.seed(epoch_seed);
+        let dataset = AugmentedImages::new(data.train.clone(), augment, epoch_seed)?;
+        let batches = loader(
+            dataset,
+            ImageBatcher::new(),
+            &LoaderOptions::new(config.batch_size)
+                .shuffled(epoch_seed)
+                .workers(config.workers),
+            &train_device,
+        )?;
+        progress.start_epoch(epoch, config.epochs, steps_per_epoch);
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        let mut lr = config.optimizer.lr;
+        for (b, batch) in batches.iter().enumerate() {
+            let batch = batch.map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
+            let n = batch.targets.dims()[0];
+            lr = config.schedule.lr_at(
+                config.optimizer.lr,
+                (epoch - 1) * steps_per_epoch + b,
+                steps_per_epoch,
+                total_steps,
+            );
+            let logits = model.forward(batch.images);
+            let loss = ce.forward(logits.clone(), batch.targets.clone());
+            let loss_value: f32 = loss.clone().into_scalar();
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    batch: b + 1,
+                    loss: loss_value,
+                    checkpoint: last_dir
+                        .join("state.json")
+                        .exists()
+                        .then(|| last_dir.clone()),
+                });
+            }
+            let hits: i64 = logits
+                .argmax(1)
+                .reshape([n])
+                .equal(batch.targets)
+                .int()
+                .sum()
+                .into_scalar();
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if let Some(max_norm) = config.optimizer.clip_grad_norm {
+                clip_grad_norm(&model, &mut grads, max_norm);
+            }
+            model = optimizer.step(lr, model, grads);
+            loss_sum += loss_value as f64 * n as f64;
+            correct += hits;
+            seen += n;
+            progress.batch(
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+                seen as f64 / epoch_start.elapsed().as_secs_f64(),
+            );
+        }
+        let train_secs = epoch_start.elapsed().as_secs_f64();
+        let eval = evaluate(&model.valid(), &data.eval, &device)?;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            val_loss: eval.loss,
+            val_accuracy: eval.accuracy,
+            lr,
+            samples_per_sec: seen as f64 / train_secs,
+            train_secs,
+        };
+        progress.end_epoch(&metrics, config.epochs, data.eval_name);
+        state.history.push(metrics.clone());
+        state.epoch = epoch;
+        checkpoint::write_atomic(
+            &run_dir.join("metrics.csv"),
+            metrics_csv(&state.history).as_bytes(),
+        )?;
+
+        // Best model and early stopping on the monitored metric.
+        let monitor_loss = config
+            .early_stopping
+            .as_ref()
+            .is_some_and(|e| e.monitor_loss);
+        let value = if monitor_loss {
+            metrics.val_loss
+        } else {
+            metrics.val_accuracy
+        };
+        let min_delta = config.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
+        let improved = match state.best_monitor {
+            None => true,
+            Some(best) if monitor_loss => value < best - min_delta,
+            Some(best) => value > best + min_delta,
+        };
+        if improved {
+            state.best_monitor = Some(value);
+            state.best_epoch = Some(epoch);
+            state.epochs_without_improvement = 0;
+            checkpoint::save(&best_dir, &model, &optimizer, &state)?;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        checkpoint::save(&last_dir, &model, &optimizer, &state)?;
+        if let Some(es) = &config.early_stopping
+            && state.epochs_without_improvement >= es.patience
+            && epoch < config.epochs
+        {
+            progress.info(&format!(
+                "early stopping: no improvement for {} epochs (best epoch {})",
+                es.patience,
+                state.best_epoch.unwrap_or(0)
+            ));
+            stopped_early = true;
+            break;
+        }
+        if options.stop_after == Some(epoch) && epoch < config.epochs {
+            progress.info(&format!(
+                "stopped after epoch {epoch} as asked; continue with --resume {}",
+                run_dir.display()
+            ));
+            return Ok(RunOutcome {
+                run_dir: run_dir.to_path_buf(),
+                history: state.history,
+                test: evaluate(&model.valid(), &data.test, &device)?,
+                wall_secs: start.elapsed().as_secs_f64(),
+                stopped_early: false,
+                interrupted: true,
+            });
+        }
+    }
+
+    let test = evaluate(&model.valid(), &data.test, &device)?;
+    let wall_secs = start.elapsed().as_secs_f64();
+    let plotted = if state.history.is_empty() {
+        false
+    } else {
+        plot_curves(&run_dir.join("curves.png"), &state.history, data.eval_name)?;
+        true
+    };
+    write_report(
+        &run_dir.join("report.md"),
+        config,
+        &state.history,
+        &test,
+        data.eval_name,
+        wall_secs,
+        plotted,
+    )?;
+    let result = serde_json::json!({
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+        "per_class_accuracy": test.per_class_accuracy,
+        "epochs": state.history.len(),
+        "best_epoch": state.best_epoch,
+        "stopped_early": stopped_early,
+        "wall_secs": wall_secs,
+        "mean_train_samples_per_sec": state.history.iter().map(|m| m.samples_per_sec).sum::<f64>() / state.history.len().max(1) as f64,
+    });
+    checkpoint::write_atomic(
+        &run_dir.join("result.json"),
+        serde_json::to_string_pretty(&result)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    progress.finish(&test, run_dir);
+    Ok(RunOutcome {
+        run_dir: run_dir.to_path_buf(),
+        history: state.history,
+        test,
+        wall_secs,
+        stopped_early,
+        interrupted: false,
+    })
+}
+
+/// Loads a trained model from a run directory or a checkpoint folder, in inference mode.
+pub fn load_trained(path: &Path, device: &Device) -> Result<(TrainConfig, Classifier), TrainError> {
+    // Accept the run directory, its checkpoints folder, or a checkpoint folder itself.
+    let (run_dir, ckpt) = if path.join("config.json").exists() {
+        let best = path.join("checkpoints").join("best");
+        let last = path.join("checkpoints").join("last");
+        let ckpt = if best.join("state.json").exists() {
+            best
+        } else {
+            last
+        };
+        (path.to_path_buf(), ckpt)
+    } else {
+        let run = path
+            .ancestors()
+            .find(|a| a.join("config.json").exists())
+            .ok_or_else(|| TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                reason:
+                    "neither a run directory nor a checkpoint inside one (no config.json found)"
+                        .into(),
+            })?;
+        (run.to_path_buf(), path.to_path_buf())
+    };
+    let config =
+        TrainConfig::load(run_dir.join("config.json")).map_err(|e| TrainError::Checkpoint {
+            path: run_dir.clone(),
+            reason: format!("cannot read config.json: {e}"),
+        })?;
+    let (dir, _) = checkpoint::load_state(&ckpt)?;
+    let model = checkpoint::load_model(&dir, config.model.init(device))?;
+    Ok((config, model.valid()))
+}
