@@ -172,7 +172,6 @@ pub fn read_idx_pair(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LabelledSet;
     use crate::idx::encode_idx;
 
     fn write(dir: &std::path::Path, name: &str, bytes: Vec<u8>) -> std::path::PathBuf {

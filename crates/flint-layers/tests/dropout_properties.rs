@@ -16,13 +16,16 @@ use flint_layers::{
 };
 use proptest::prelude::*;
 
+/// A layer's forward pass, boxed so the identity properties run over every layer.
+type BoxedForward = Box<dyn Fn(Tensor<4>, Mode) -> Tensor<4>>;
+
 /// Every stochastic layer's forward, boxed so the identity properties run over all of them.
 fn all_layers(
     prob: f64,
     block: usize,
     width: usize,
     device: &Device,
-) -> Vec<(&'static str, Box<dyn Fn(Tensor<4>, Mode) -> Tensor<4>>)> {
+) -> Vec<(&'static str, BoxedForward)> {
     let drop_connect = DropConnectConfig::new(LinearConfig::new(width, width), prob).init(device);
     vec![
         (
@@ -77,7 +80,7 @@ enum Mode {
 fn boxed<L: Module + 'static>(
     layer: L,
     forward: fn(&L, Tensor<4>) -> Tensor<4>,
-) -> Box<dyn Fn(Tensor<4>, Mode) -> Tensor<4>> {
+) -> BoxedForward {
     Box::new(move |x, mode| match mode {
         Mode::AsIs => forward(&layer, x),
         Mode::Valid => forward(&layer.valid(), x),
