@@ -20,6 +20,35 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// The main job: build `flint` (release) and train the reference CNN on Fashion-MNIST for
+    /// 10 epochs on the CPU. Extra arguments go to `flint train` (e.g. --epochs 1 --seed 1).
+    Train {
+        /// Arguments for `flint train`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Reproducible experiments that write a markdown table into runs/<name>/.
+    Experiment {
+        #[command(subcommand)]
+        experiment: Experiment,
+    },
+}
+
+#[derive(Subcommand)]
+enum Experiment {
+    /// The accuracy protocol of reference.md: cnn 10 epochs and mlp 20 epochs on Fashion-MNIST,
+    /// cnn 10 epochs on MNIST, over several seeds; mean test accuracy and time per epoch.
+    Reference {
+        /// Seeds per configuration.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Only these rows (fashion-cnn, fashion-mlp, mnist-cnn); default all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// A quick check: 1 epoch on 2,000 images per run (not the protocol).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +78,12 @@ fn main() -> ExitCode {
         Command::Data { command } => match command {
             DataCommand::Check { require, verify } => data_check(&require, verify),
             DataCommand::Fetch { datasets, into } => data_fetch(&datasets, into),
+        },
+        Command::Train { args } => train(&args),
+        Command::Experiment { experiment } => match experiment {
+            Experiment::Reference { seeds, only, quick } => {
+                experiment_reference(seeds, &only, quick)
+            }
         },
     };
     match result {
@@ -131,4 +166,147 @@ fn data_fetch(datasets: &[KnownDataset], into: Option<PathBuf>) -> anyhow::Resul
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Builds the release `flint` binary and returns its path.
+fn build_flint() -> anyhow::Result<PathBuf> {
+    eprintln!("building flint (release)...");
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "flint-cli", "--bin", "flint"])
+        .current_dir(root())
+        .status()?;
+    anyhow::ensure!(status.success(), "building flint failed");
+    Ok(root().join("target/release/flint"))
+}
+
+fn train(args: &[String]) -> anyhow::Result<ExitCode> {
+    let flint = build_flint()?;
+    // Say where the data will come from before spending minutes on it.
+    let locator = Locator::new();
+    if locator.find(&flint_data::FASHION_MNIST).is_err() && !args.iter().any(|a| a == "--dataset") {
+        eprintln!(
+            "Fashion-MNIST is not on this machine yet; flint will download it (or install it with \
+             `sudo apt-get install dataset-fashion-mnist`)."
+        );
+    }
+    let start = std::time::Instant::now();
+    let status = std::process::Command::new(&flint)
+        .arg("train")
+        .args(args)
+        .status()?;
+    eprintln!("wall time: {:.1} s", start.elapsed().as_secs_f64());
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One row of the reference protocol.
+struct ProtocolRow {
+    key: &'static str,
+    dataset: &'static str,
+    model: &'static str,
+    epochs: usize,
+    anchor: &'static str,
+    target: f64,
+}
+
+const PROTOCOL: [ProtocolRow; 3] = [
+    ProtocolRow {
+        key: "fashion-cnn",
+        dataset: "fashion-mnist",
+        model: "cnn",
+        epochs: 10,
+        anchor: "2-conv CNN 91.6-92.5 %, 2-conv + BN 93.4 %",
+        target: 0.925,
+    },
+    ProtocolRow {
+        key: "fashion-mlp",
+        dataset: "fashion-mnist",
+        model: "mlp",
+        epochs: 20,
+        anchor: "MLP 256-128-100 88.3 %",
+        target: 0.885,
+    },
+    ProtocolRow {
+        key: "mnist-cnn",
+        dataset: "mnist",
+        model: "cnn",
+        epochs: 10,
+        anchor: "Keras CNN 99.25 %",
+        target: 0.992,
+    },
+];
+
+fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Result<ExitCode> {
+    let flint = build_flint()?;
+    let out_root = root().join("runs").join(if quick { "reference-quick" } else { "reference" });
+    std::fs::create_dir_all(&out_root)?;
+    let mut table = String::from(
+        "| data set | model | epochs | seeds | test accuracy (mean ± std) | per seed | target | anchor | s/epoch (train) |\n| --- | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |\n",
+    );
+    for row in PROTOCOL.iter().filter(|r| only.is_empty() || only.iter().any(|o| o == r.key)) {
+        let epochs = if quick { 1 } else { row.epochs };
+        let mut accuracies = Vec::new();
+        let mut epoch_secs = Vec::new();
+        for seed in 0..seeds {
+            let dir = out_root.join(format!("{}-seed{seed}", row.key));
+            let result = dir.join("result.json");
+            if !result.exists() {
+                let mut cmd = std::process::Command::new(&flint);
+                if dir.join("config.json").exists() {
+                    cmd.args(["train", "--resume"]).arg(&dir);
+                } else {
+                    cmd.args(["train", "--model", row.model, "--dataset", row.dataset])
+                        .args(["--epochs", &epochs.to_string(), "--seed", &seed.to_string()])
+                        .arg("--output")
+                        .arg(&dir);
+                    if quick {
+                        cmd.args(["--limit", "2000", "--test-limit", "2000"]);
+                    }
+                }
+                eprintln!("{} seed {seed}: {}", row.key, dir.display());
+                let status = cmd.status()?;
+                anyhow::ensure!(status.success(), "run {} failed", dir.display());
+            }
+            let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&result)?)?;
+            accuracies.push(value["test_accuracy"].as_f64().unwrap_or(f64::NAN));
+            let csv = std::fs::read_to_string(dir.join("metrics.csv"))?;
+            for line in csv.lines().skip(1) {
+                if let Some(s) = line.split(',').nth(7).and_then(|v| v.parse::<f64>().ok()) {
+                    epoch_secs.push(s);
+                }
+            }
+        }
+        let n = accuracies.len() as f64;
+        let mean = accuracies.iter().sum::<f64>() / n;
+        let std = (accuracies.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let per_seed: Vec<String> = accuracies.iter().map(|a| format!("{:.2}", a * 100.0)).collect();
+        let secs = epoch_secs.iter().sum::<f64>() / epoch_secs.len().max(1) as f64;
+        table.push_str(&format!(
+            "| {} | {} | {epochs} | {seeds} | {:.2} ± {:.2} % | {} | {}{:.1} % | {} | {secs:.1} |\n",
+            row.dataset,
+            row.model,
+            mean * 100.0,
+            std * 100.0,
+            per_seed.join(", "),
+            if mean >= row.target { "met ≥ " } else { "missed ≥ " },
+            row.target * 100.0,
+            row.anchor,
+        ));
+    }
+    let path = out_root.join("results.md");
+    std::fs::write(&path, &table)?;
+    println!("{table}");
+    println!("written to {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -150,6 +150,7 @@ pub enum ScheduleArg {
 
 /// `flint train`.
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Reference model: mlp or cnn (see reference.md).
     #[arg(long)]
