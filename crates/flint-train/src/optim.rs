@@ -92,8 +92,11 @@ mod tests {
         assert!(before > 1.0);
         let after = clip_grad_norm(&layer, &mut grads, 1.0);
         assert!((after - 1.0).abs() < 1e-3, "{after}");
-        // A norm under the cap is left alone.
+        // A norm under the cap is left alone (the second call may still rescale by a factor
+        // within f32 rounding of 1, because the cap divides by norm + 1e-6).
         let again = clip_grad_norm(&layer, &mut grads, 10.0);
-        assert!((again - after).abs() < 1e-9);
+        let unchanged = clip_grad_norm(&layer, &mut grads, 10.0);
+        assert!((again - after).abs() < 1e-5, "{again} vs {after}");
+        assert_eq!(again, unchanged);
     }
 }
