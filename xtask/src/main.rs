@@ -1,5 +1,7 @@
 //! `cargo xtask`: the project's tasks, thin wrappers over flint's library functions.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,6 +28,39 @@ enum Command {
         /// Arguments for `flint train`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The throughput protocol of reference.md: full Fashion-MNIST epochs with flint on each
+    /// backend and thread count, beside PyTorch (shared/anchors/torch_reference.py) when
+    /// `import torch` works; writes bench.md and bench.json.
+    Bench {
+        /// Backends: flex, ndarray, wgpu (comma-separated).
+        #[arg(
+            long = "backend",
+            value_delimiter = ',',
+            default_value = "flex,ndarray"
+        )]
+        backends: Vec<String>,
+        /// Thread counts (comma-separated); PyTorch runs with the same ones.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<u16>,
+        /// Models: cnn, mlp (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "cnn,mlp")]
+        models: Vec<String>,
+        /// Epochs per run (more than one shows whether memory grows between epochs).
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Train on this many images instead of all 60,000 (a quick check, not the protocol).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Do not run the PyTorch anchor.
+        #[arg(long)]
+        no_torch: bool,
+        /// The Python interpreter that has torch and numpy.
+        #[arg(long, env = "FLINT_PYTHON", default_value = "python3")]
+        python: String,
+        /// Where bench.md, bench.json and the run directories go.
+        #[arg(long, default_value = "runs/bench")]
+        output: PathBuf,
     },
     /// Reproducible experiments that write a markdown table into runs/<name>/.
     Experiment {
@@ -80,6 +115,29 @@ fn main() -> ExitCode {
             DataCommand::Fetch { datasets, into } => data_fetch(&datasets, into),
         },
         Command::Train { args } => train(&args),
+        Command::Bench {
+            backends,
+            threads,
+            models,
+            epochs,
+            limit,
+            no_torch,
+            python,
+            output,
+        } => bench::bench(
+            &root(),
+            &bench::BenchOptions {
+                backends,
+                threads,
+                models,
+                epochs,
+                limit,
+                torch: !no_torch,
+                python,
+                output,
+            },
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Experiment { experiment } => match experiment {
             Experiment::Reference { seeds, only, quick } => {
                 experiment_reference(seeds, &only, quick)
@@ -176,19 +234,32 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the release `flint` binary and returns its path.
-fn build_flint() -> anyhow::Result<PathBuf> {
+/// Builds the release `flint` binary with these extra backend features and returns its path.
+fn build_flint(features: &[&str]) -> anyhow::Result<PathBuf> {
     eprintln!("building flint (release)...");
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "flint-cli", "--bin", "flint"])
-        .current_dir(root())
-        .status()?;
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    cmd.args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "flint-cli",
+        "--bin",
+        "flint",
+    ]);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    let status = cmd.current_dir(root()).status()?;
     anyhow::ensure!(status.success(), "building flint failed");
-    Ok(root().join("target/release/flint"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(root().join(target).join("release/flint"))
 }
 
 fn train(args: &[String]) -> anyhow::Result<ExitCode> {
-    let flint = build_flint()?;
+    let flint = build_flint(&[])?;
     // Say where the data will come from before spending minutes on it.
     let locator = Locator::new();
     if locator.find(&flint_data::FASHION_MNIST).is_err() && !args.iter().any(|a| a == "--dataset") {
@@ -248,13 +319,20 @@ const PROTOCOL: [ProtocolRow; 3] = [
 ];
 
 fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Result<ExitCode> {
-    let flint = build_flint()?;
-    let out_root = root().join("runs").join(if quick { "reference-quick" } else { "reference" });
+    let flint = build_flint(&[])?;
+    let out_root = root().join("runs").join(if quick {
+        "reference-quick"
+    } else {
+        "reference"
+    });
     std::fs::create_dir_all(&out_root)?;
     let mut table = String::from(
         "| data set | model | epochs | seeds | test accuracy (mean ± std) | per seed | target | anchor | s/epoch (train) |\n| --- | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |\n",
     );
-    for row in PROTOCOL.iter().filter(|r| only.is_empty() || only.iter().any(|o| o == r.key)) {
+    for row in PROTOCOL
+        .iter()
+        .filter(|r| only.is_empty() || only.iter().any(|o| o == r.key))
+    {
         let epochs = if quick { 1 } else { row.epochs };
         let mut accuracies = Vec::new();
         let mut epoch_secs = Vec::new();
@@ -289,8 +367,12 @@ fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Res
         }
         let n = accuracies.len() as f64;
         let mean = accuracies.iter().sum::<f64>() / n;
-        let std = (accuracies.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
-        let per_seed: Vec<String> = accuracies.iter().map(|a| format!("{:.2}", a * 100.0)).collect();
+        let std = (accuracies.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0))
+            .sqrt();
+        let per_seed: Vec<String> = accuracies
+            .iter()
+            .map(|a| format!("{:.2}", a * 100.0))
+            .collect();
         let secs = epoch_secs.iter().sum::<f64>() / epoch_secs.len().max(1) as f64;
         table.push_str(&format!(
             "| {} | {} | {epochs} | {seeds} | {:.2} ± {:.2} % | {} | {}{:.1} % | {} | {secs:.1} |\n",
@@ -305,7 +387,7 @@ fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Res
         ));
     }
     let path = out_root.join("results.md");
-    std::fs::write(&path, &table)?;
+    bench::write_atomic(&path, table.as_bytes())?;
     println!("{table}");
     println!("written to {}", path.display());
     Ok(ExitCode::SUCCESS)

@@ -58,16 +58,43 @@ fn bad_arguments_are_clear_errors_not_panics() {
     let cases: &[(&[&str], &str)] = &[
         (&["train", "--epochs", "0"], "epochs must be at least 1"),
         (&["train", "--lr", "-0.1"], "learning rate must be positive"),
-        (&["train", "--lr", "abc"], "invalid value 'abc' for '--lr <LR>'"),
-        (&["train", "--model", "resnet"], "unknown model `resnet`; known: mlp, cnn"),
-        (&["train", "--dataset", "imagenet"], "unknown data set `imagenet`"),
-        (&["train", "--optimizer", "rmsprop"], "invalid value 'rmsprop' for '--optimizer"),
-        (&["train", "--dropout", "1.5"], "dropout rate 1.5 at `dropout` must be in [0, 1)"),
-        (&["train", "--threads", "0"], "invalid value '0' for '--threads"),
-        (&["train", "--val-fraction", "2"], "validation fraction must be in [0, 1)"),
+        (
+            &["train", "--lr", "abc"],
+            "invalid value 'abc' for '--lr <LR>'",
+        ),
+        (
+            &["train", "--model", "resnet"],
+            "unknown model `resnet`; known: mlp, cnn",
+        ),
+        (
+            &["train", "--dataset", "imagenet"],
+            "unknown data set `imagenet`",
+        ),
+        (
+            &["train", "--optimizer", "rmsprop"],
+            "invalid value 'rmsprop' for '--optimizer",
+        ),
+        (
+            &["train", "--dropout", "1.5"],
+            "dropout rate 1.5 at `dropout` must be in [0, 1)",
+        ),
+        (
+            &["train", "--threads", "0"],
+            "invalid value '0' for '--threads",
+        ),
+        (
+            &["train", "--val-fraction", "2"],
+            "validation fraction must be in [0, 1)",
+        ),
         (&["train", "--quiet", "--json"], "cannot be used with"),
-        (&["eval", "--checkpoint", "/nonexistent/run"], "no config.json found"),
-        (&["predict", "--checkpoint", "/nonexistent/run"], "required arguments were not provided"),
+        (
+            &["eval", "--checkpoint", "/nonexistent/run"],
+            "no config.json found",
+        ),
+        (
+            &["predict", "--checkpoint", "/nonexistent/run"],
+            "required arguments were not provided",
+        ),
         (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
     ];
     for (args, message) in cases {
@@ -77,10 +104,16 @@ fn bad_arguments_are_clear_errors_not_panics() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     }
-    let backend = flint().args(["train", "--backend", "wgpu"]).assert().failure();
+    let backend = flint()
+        .args(["train", "--backend", "wgpu"])
+        .assert()
+        .failure();
     let stderr = String::from_utf8_lossy(&backend.get_output().stderr).to_string();
     if !cfg!(feature = "wgpu") {
-        assert!(stderr.contains("backend `wgpu` is not compiled into this binary"), "{stderr}");
+        assert!(
+            stderr.contains("backend `wgpu` is not compiled into this binary"),
+            "{stderr}"
+        );
     }
 }
 
@@ -92,17 +125,41 @@ fn train_eval_predict_and_resume_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let output = flint()
-        .args(["train", "--model", "mlp", "--epochs", "2", "--limit", "2000"])
-        .args(["--test-limit", "1000", "--quiet", "--stop-after", "1", "--output"])
+        .args([
+            "train", "--model", "mlp", "--epochs", "2", "--limit", "2000",
+        ])
+        .args([
+            "--test-limit",
+            "1000",
+            "--quiet",
+            "--stop-after",
+            "1",
+            "--output",
+        ])
         .arg(&run)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(!run.join("result.json").exists(), "stopped runs are not finished");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !run.join("result.json").exists(),
+        "stopped runs are not finished"
+    );
 
     // Resume, in JSON-lines mode: one object per epoch left, then the test result.
-    let output = flint().args(["train", "--json", "--resume"]).arg(&run).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = flint()
+        .args(["train", "--json", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let events: Vec<serde_json::Value> = stdout
         .lines()
@@ -115,8 +172,16 @@ fn train_eval_predict_and_resume_through_the_binary() {
     let accuracy = events[1]["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.5, "{accuracy}");
 
-    let eval = flint().args(["eval", "--checkpoint"]).arg(&run).output().unwrap();
-    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let eval = flint()
+        .args(["eval", "--checkpoint"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
     let line = last_line(&eval.stdout);
     assert!(line.starts_with("test accuracy: 0."), "{line}");
 
@@ -133,7 +198,10 @@ fn train_eval_predict_and_resume_through_the_binary() {
         .arg(&png)
         .assert()
         .success()
-        .stdout(predicate::str::is_match(r"shirt\.png: [A-Za-z/ -]+ \d+\.\d%, [A-Za-z/ -]+ \d+\.\d%").unwrap());
+        .stdout(
+            predicate::str::is_match(r"shirt\.png: [A-Za-z/ -]+ \d+\.\d%, [A-Za-z/ -]+ \d+\.\d%")
+                .unwrap(),
+        );
     flint()
         .args(["predict", "--checkpoint"])
         .arg(&run)
@@ -153,14 +221,37 @@ fn a_full_short_run_ends_with_the_test_accuracy_line() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let output = flint()
-        .args(["train", "--model", "mlp", "--epochs", "1", "--limit", "1000"])
-        .args(["--test-limit", "500", "--seed", "3", "--optimizer", "sgd", "--lr", "0.05"])
-        .args(["--nesterov", "--schedule", "cosine", "--warmup", "0.5", "--threads", "1"])
+        .args([
+            "train", "--model", "mlp", "--epochs", "1", "--limit", "1000",
+        ])
+        .args([
+            "--test-limit",
+            "500",
+            "--seed",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.05",
+        ])
+        .args([
+            "--nesterov",
+            "--schedule",
+            "cosine",
+            "--warmup",
+            "0.5",
+            "--threads",
+            "1",
+        ])
         .arg("--output")
         .arg(&run)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let line = last_line(&output.stdout);
     let value: f64 = line
         .strip_prefix("test accuracy: ")
@@ -169,7 +260,10 @@ fn a_full_short_run_ends_with_the_test_accuracy_line() {
         .unwrap();
     assert!((0.0..=1.0).contains(&value));
     let config = std::fs::read_to_string(run.join("config.json")).unwrap();
-    assert!(config.contains("\"Sgd\"") && config.contains("\"nesterov\": true"), "{config}");
+    assert!(
+        config.contains("\"Sgd\"") && config.contains("\"nesterov\": true"),
+        "{config}"
+    );
     // The run's config.json trains the same run again through --config.
     let again = dir.path().join("again");
     let output = flint()
@@ -179,8 +273,16 @@ fn a_full_short_run_ends_with_the_test_accuracy_line() {
         .arg(&again)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(last_line(&output.stdout), line, "same config and seed, same result");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        last_line(&output.stdout),
+        line,
+        "same config and seed, same result"
+    );
     // Training into an existing run directory is refused.
     flint()
         .args(["train", "--model", "mlp", "--epochs", "1", "--output"])

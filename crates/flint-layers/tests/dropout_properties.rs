@@ -77,10 +77,7 @@ enum Mode {
     Frozen,
 }
 
-fn boxed<L: Module + 'static>(
-    layer: L,
-    forward: fn(&L, Tensor<4>) -> Tensor<4>,
-) -> BoxedForward {
+fn boxed<L: Module + 'static>(layer: L, forward: fn(&L, Tensor<4>) -> Tensor<4>) -> BoxedForward {
     Box::new(move |x, mode| match mode {
         Mode::AsIs => forward(&layer, x),
         Mode::Valid => forward(&layer.valid(), x),

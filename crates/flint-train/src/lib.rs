@@ -20,6 +20,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
@@ -30,6 +31,7 @@ pub use config::{
     EarlyStoppingConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind, TrainConfig,
 };
 pub use error::TrainError;
+pub use memory::{ResidentMemory, resident_memory};
 pub use metrics::{ConfusionMatrix, EpochMetrics, EvalReport};
 pub use progress::ProgressMode;
 pub use trainer::{

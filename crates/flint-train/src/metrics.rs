@@ -21,17 +21,20 @@ pub struct EpochMetrics {
     pub samples_per_sec: f64,
     /// Wall time of the training part of the epoch, in seconds.
     pub train_secs: f64,
+    /// Resident memory of the process at the end of the epoch, in MiB (0 where unknown); it
+    /// should not grow from epoch to epoch.
+    #[serde(default)]
+    pub rss_mib: f64,
 }
 
 impl EpochMetrics {
     /// The `metrics.csv` header.
-    pub const CSV_HEADER: &'static str =
-        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,samples_per_sec,train_secs";
+    pub const CSV_HEADER: &'static str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,samples_per_sec,train_secs,rss_mib";
 
     /// One `metrics.csv` row.
     pub fn csv_row(&self) -> String {
         format!(
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1},{:.2}",
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1},{:.2},{:.1}",
             self.epoch,
             self.train_loss,
             self.train_accuracy,
@@ -39,7 +42,8 @@ impl EpochMetrics {
             self.val_accuracy,
             self.lr,
             self.samples_per_sec,
-            self.train_secs
+            self.train_secs,
+            self.rss_mib
         )
     }
 }
@@ -145,13 +149,14 @@ mod tests {
             lr: 1e-3,
             samples_per_sec: 1000.0,
             train_secs: 60.0,
+            rss_mib: 512.25,
         };
         let csv = metrics_csv(&[m.clone(), EpochMetrics { epoch: 2, ..m }]);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(
             lines[1],
-            "1,0.500000,0.800000,0.400000,0.850000,1.000000e-3,1000.0,60.00"
+            "1,0.500000,0.800000,0.400000,0.850000,1.000000e-3,1000.0,60.00,512.2"
         );
     }
 }

@@ -105,6 +105,8 @@ impl Progress {
                     "loss": test.loss,
                     "accuracy": test.accuracy,
                     "per_class_accuracy": test.per_class_accuracy,
+                    "samples_per_sec": test.samples_per_sec,
+                    "peak_rss_mib": crate::memory::resident_memory().map(|m| m.peak_mib),
                     "run_dir": run_dir.display().to_string(),
                 });
                 println!("{value}");

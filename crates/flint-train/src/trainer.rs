@@ -15,6 +15,7 @@ use flint_models::{Classifier, ModelConfig};
 use crate::checkpoint::{self, RunState};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
+use crate::memory::resident_memory;
 use crate::metrics::{ConfusionMatrix, EpochMetrics, EvalReport, metrics_csv};
 use crate::optim::{build_optimizer, clip_grad_norm};
 use crate::progress::ProgressMode;
@@ -388,6 +389,7 @@ fn run(
             lr,
             samples_per_sec: seen as f64 / train_secs,
             train_secs,
+            rss_mib: resident_memory().map_or(0.0, |m| m.current_mib),
         };
         progress.end_epoch(&metrics, config.epochs, data.eval_name);
         state.history.push(metrics.clone());
@@ -476,6 +478,9 @@ fn run(
         "stopped_early": stopped_early,
         "wall_secs": wall_secs,
         "mean_train_samples_per_sec": state.history.iter().map(|m| m.samples_per_sec).sum::<f64>() / state.history.len().max(1) as f64,
+        "test_samples_per_sec": test.samples_per_sec,
+        // Peak of this process: after a --resume, of the resumed part only.
+        "peak_rss_mib": resident_memory().map(|m| m.peak_mib),
     });
     checkpoint::write_atomic(
         &run_dir.join("result.json"),
