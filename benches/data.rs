@@ -84,5 +84,10 @@ fn data(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, data);
+criterion_group! {
+    name = benches;
+    // criterion's plotters backend panics (FontUnavailable) on machines without fonts.
+    config = Criterion::default().without_plots();
+    targets = data
+}
 criterion_main!(benches);

@@ -75,5 +75,10 @@ fn models(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, models);
+criterion_group! {
+    name = benches;
+    // criterion's plotters backend panics (FontUnavailable) on machines without fonts.
+    config = Criterion::default().without_plots();
+    targets = models
+}
 criterion_main!(benches);
