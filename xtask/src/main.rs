@@ -24,6 +24,7 @@ enum Command {
     },
     /// The main job: build `flint` (release) and train the reference CNN on Fashion-MNIST for
     /// 10 epochs on the CPU. Extra arguments go to `flint train` (e.g. --epochs 1 --seed 1).
+    /// `FLINT_BIN=<path>` runs that `flint` binary instead of building one.
     Train {
         /// Arguments for `flint train`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -259,7 +260,16 @@ fn build_flint(features: &[&str]) -> anyhow::Result<PathBuf> {
 }
 
 fn train(args: &[String]) -> anyhow::Result<ExitCode> {
-    let flint = build_flint(&[])?;
+    // FLINT_BIN runs an existing `flint` (an installed one, or CI's test build) instead of
+    // building the release binary.
+    let flint = match std::env::var_os("FLINT_BIN") {
+        Some(bin) => {
+            let bin = PathBuf::from(bin);
+            anyhow::ensure!(bin.is_file(), "FLINT_BIN={} is not a file", bin.display());
+            bin
+        }
+        None => build_flint(&[])?,
+    };
     // Say where the data will come from before spending minutes on it.
     let locator = Locator::new();
     if locator.find(&flint_data::FASHION_MNIST).is_err() && !args.iter().any(|a| a == "--dataset") {
@@ -327,7 +337,7 @@ fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Res
     });
     std::fs::create_dir_all(&out_root)?;
     let mut table = String::from(
-        "| data set | model | epochs | seeds | test accuracy (mean ± std) | per seed | target | anchor | s/epoch (train) |\n| --- | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |\n",
+        "| data set | model | epochs | seeds | test accuracy (mean ± std) | per seed | target | anchor | s/epoch (train, median) |\n| --- | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |\n",
     );
     for row in PROTOCOL
         .iter()
@@ -373,7 +383,12 @@ fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Res
             .iter()
             .map(|a| format!("{:.2}", a * 100.0))
             .collect();
-        let secs = epoch_secs.iter().sum::<f64>() / epoch_secs.len().max(1) as f64;
+        // The median: robust to an epoch slowed by another job on the machine.
+        epoch_secs.sort_by(f64::total_cmp);
+        let secs = epoch_secs
+            .get(epoch_secs.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN);
         table.push_str(&format!(
             "| {} | {} | {epochs} | {seeds} | {:.2} ± {:.2} % | {} | {}{:.1} % | {} | {secs:.1} |\n",
             row.dataset,
