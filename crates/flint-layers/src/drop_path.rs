@@ -2,10 +2,10 @@
 
 use burn::config::Config;
 use burn::module::{Flag, Module, Param};
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::{LayerConfigError, check_prob, or_panic};
-use crate::mode::is_training;
+use crate::mode::{broadcast_mask, is_training};
 
 /// Configuration of a [`DropPath`] layer.
 #[derive(Config, Debug)]
@@ -53,11 +53,8 @@ impl DropPath {
         if self.prob == 0.0 || !is_training(&self.training, &input.device()) {
             return input;
         }
-        let mut mask_shape = [1usize; D];
-        mask_shape[0] = input.dims()[0];
         let keep = 1.0 - self.prob;
-        let mask = Tensor::<D>::random(mask_shape, Distribution::Bernoulli(keep), &input.device())
-            .mul_scalar(1.0 / keep);
+        let mask = broadcast_mask(input.dims(), 1, keep, &input.device()).mul_scalar(1.0 / keep);
         input * mask
     }
 }

@@ -2,11 +2,11 @@
 
 use burn::config::Config;
 use burn::module::{Flag, Module, Param};
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
 use crate::alpha_dropout::alpha_dropout_with_mask;
 use crate::error::{LayerConfigError, check_prob, or_panic};
-use crate::mode::is_training;
+use crate::mode::{broadcast_mask, is_training};
 
 /// Configuration of a [`FeatureAlphaDropout`] layer.
 #[derive(Config, Debug)]
@@ -56,15 +56,7 @@ impl FeatureAlphaDropout {
         if self.prob == 0.0 || !is_training(&self.training, &input.device()) {
             return input;
         }
-        let dims = input.dims();
-        let mut mask_shape = [1usize; D];
-        mask_shape[0] = dims[0];
-        mask_shape[1] = dims[1];
-        let keep = Tensor::<D>::random(
-            mask_shape,
-            Distribution::Bernoulli(1.0 - self.prob),
-            &input.device(),
-        );
+        let keep = broadcast_mask(input.dims(), 2, 1.0 - self.prob, &input.device());
         alpha_dropout_with_mask(input, keep, self.prob)
     }
 }

@@ -1,7 +1,7 @@
 //! The training/inference rule shared by every stochastic layer.
 
 use burn::module::{Flag, Param};
-use burn::tensor::Device;
+use burn::tensor::{Device, Distribution, Tensor};
 
 /// Whether a layer with this `training` flag acts as in training on `device`.
 ///
@@ -12,4 +12,19 @@ use burn::tensor::Device;
 /// layers and on flint's.
 pub fn is_training(training: &Param<Flag>, device: &Device) -> bool {
     training.is_enabled() && device.is_autodiff()
+}
+
+/// A Bernoulli(`keep`) mask with one value per index of the first `leading` axes of `dims`
+/// (1 elsewhere), to broadcast over the input: `leading` 1 drops whole samples (DropPath), 2
+/// whole channels (SpatialDropout, FeatureAlphaDropout). Drawing only the small mask, not one
+/// number per element, is what makes these layers cheap.
+pub(crate) fn broadcast_mask<const D: usize>(
+    dims: [usize; D],
+    leading: usize,
+    keep: f64,
+    device: &Device,
+) -> Tensor<D> {
+    let mut shape = [1usize; D];
+    shape[..leading].copy_from_slice(&dims[..leading]);
+    Tensor::<D>::random(shape, Distribution::Bernoulli(keep), device)
 }
