@@ -229,7 +229,11 @@ fn data_fetch(datasets: &[KnownDataset], into: Option<PathBuf>) -> anyhow::Resul
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // `cargo run` sets CARGO_MANIFEST_DIR at run time: prefer it to the compile-time value, which
+    // is wrong when another checkout built this binary into a shared target directory.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask is inside the workspace")
         .to_path_buf()
