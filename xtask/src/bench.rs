@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use flint_data::download::write_atomic;
 use serde_json::{Value, json};
 
 /// What one framework measured for one configuration.
@@ -296,12 +297,4 @@ fn markdown(rows: &[Row], options: &BenchOptions) -> String {
         ));
     }
     out
-}
-
-/// Writes then renames, so a report is never half-written.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, bytes)?;
-    std::fs::rename(&partial, path)?;
-    Ok(())
 }

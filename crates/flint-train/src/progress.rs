@@ -97,7 +97,8 @@ impl Progress {
     }
 
     /// The final test result; in bar and quiet modes the last line is `test accuracy: <fraction>`.
-    pub fn finish(&self, test: &EvalReport, run_dir: &std::path::Path) {
+    /// `peak_rss_mib` is the process's peak resident memory (JSON mode reports it).
+    pub fn finish(&self, test: &EvalReport, run_dir: &std::path::Path, peak_rss_mib: Option<f64>) {
         match self.mode {
             ProgressMode::Json => {
                 let value = serde_json::json!({
@@ -106,7 +107,7 @@ impl Progress {
                     "accuracy": test.accuracy,
                     "per_class_accuracy": test.per_class_accuracy,
                     "samples_per_sec": test.samples_per_sec,
-                    "peak_rss_mib": crate::memory::resident_memory().map(|m| m.peak_mib),
+                    "peak_rss_mib": peak_rss_mib,
                     "run_dir": run_dir.display().to_string(),
                 });
                 println!("{value}");

@@ -469,6 +469,8 @@ fn run(
         wall_secs,
         plotted,
     )?;
+    // Peak of this process: after a --resume, of the resumed part only.
+    let peak_rss_mib = resident_memory().map(|m| m.peak_mib);
     let result = serde_json::json!({
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
@@ -479,8 +481,7 @@ fn run(
         "wall_secs": wall_secs,
         "mean_train_samples_per_sec": state.history.iter().map(|m| m.samples_per_sec).sum::<f64>() / state.history.len().max(1) as f64,
         "test_samples_per_sec": test.samples_per_sec,
-        // Peak of this process: after a --resume, of the resumed part only.
-        "peak_rss_mib": resident_memory().map(|m| m.peak_mib),
+        "peak_rss_mib": peak_rss_mib,
     });
     checkpoint::write_atomic(
         &run_dir.join("result.json"),
@@ -488,7 +489,7 @@ fn run(
             .expect("json")
             .as_bytes(),
     )?;
-    progress.finish(&test, run_dir);
+    progress.finish(&test, run_dir, peak_rss_mib);
     Ok(RunOutcome {
         run_dir: run_dir.to_path_buf(),
         history: state.history,
