@@ -5,3 +5,4 @@ pub use flint_data as data;
 pub use flint_layers as layers;
 pub use flint_models as models;
 pub use flint_train as train;
+pub use flint_transfer as transfer;

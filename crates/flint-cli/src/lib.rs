@@ -1,6 +1,8 @@
 //! The library behind the `flint` command: argument types, backend selection and the
 //! command implementations. `main.rs` only parses and dispatches.
 
+pub mod transfer;
+
 use std::path::PathBuf;
 
 use burn::prelude::*;
@@ -30,6 +32,10 @@ pub enum Command {
     Predict(PredictArgs),
     /// Show a model summary and the backends compiled in.
     Info(InfoArgs),
+    /// Reuse a pretrained network on an image folder; the last line is `val accuracy: <fraction>`.
+    Finetune(Box<transfer::FinetuneArgs>),
+    /// List the pretrained models and where each was found.
+    Models(transfer::ModelsArgs),
 }
 
 /// Compute backend.
@@ -447,6 +453,9 @@ pub fn run_eval(args: &EvalArgs) -> Result<(), String> {
 /// Runs `flint predict`.
 pub fn run_predict(args: &PredictArgs) -> Result<(), String> {
     let device = args.compute.setup()?;
+    if flint_transfer::is_finetune_run(&args.checkpoint) {
+        return transfer::predict(args, &device);
+    }
     let (config, model) =
         flint_train::load_trained(&args.checkpoint, &device).map_err(|e| e.to_string())?;
     let (channels, size) = match &config.model {
@@ -567,5 +576,7 @@ pub fn run(cli: &Cli) -> Result<(), String> {
         Command::Eval(args) => run_eval(args),
         Command::Predict(args) => run_predict(args),
         Command::Info(args) => run_info(args),
+        Command::Finetune(args) => transfer::run_finetune(args),
+        Command::Models(args) => transfer::run_models(args),
     }
 }

@@ -96,6 +96,90 @@ fn bad_arguments_are_clear_errors_not_panics() {
             "required arguments were not provided",
         ),
         (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (
+            &[
+                "finetune",
+                "--pretrained",
+                "mobilenetv2",
+                "--data",
+                "x",
+                "--strategy",
+                "magic",
+            ],
+            "unknown strategy `magic`",
+        ),
+        (
+            &[
+                "finetune",
+                "--pretrained",
+                "resnet50",
+                "--data",
+                "/nonexistent",
+            ],
+            "unknown pretrained model `resnet50`",
+        ),
+        (
+            &[
+                "finetune",
+                "--pretrained",
+                "mobilenetv2",
+                "--data",
+                "/nonexistent/images",
+            ],
+            "/nonexistent/images",
+        ),
+        (
+            &[
+                "finetune",
+                "--pretrained",
+                "mobilenetv2",
+                "--data",
+                "x",
+                "--epochs",
+                "0",
+            ],
+            "epochs must be at least 1",
+        ),
+        (
+            &[
+                "finetune",
+                "--pretrained",
+                "mobilenetv2",
+                "--data",
+                "x",
+                "--backbone-lr-factor",
+                "2",
+            ],
+            "backbone learning-rate factor must be in (0, 1]",
+        ),
+        (
+            &[
+                "finetune",
+                "--pretrained",
+                "mobilenetv2",
+                "--data",
+                "x",
+                "--head-dropout",
+                "1",
+            ],
+            "head dropout must be in [0, 1)",
+        ),
+        (
+            &[
+                "finetune",
+                "--pretrained",
+                "mobilenetv2",
+                "--data",
+                "x",
+                "--freeze",
+                "(",
+            ],
+            "bad freeze pattern `(`",
+        ),
+        (
+            &["finetune", "--pretrained", "weights.onnx", "--data", "x"],
+            "unknown pretrained model `weights.onnx`",
+        ),
     ];
     for (args, message) in cases {
         let assert = flint().args(*args).assert().failure();
@@ -291,4 +375,110 @@ fn a_full_short_run_ends_with_the_test_accuracy_line() {
         .failure()
         .stderr(predicate::str::contains("already holds a run"));
     assert!(Path::new(&run.join("result.json")).exists());
+}
+
+#[test]
+fn models_lists_the_pretrained_networks() {
+    flint()
+        .args(["models"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("mobilenetv2"))
+        .stdout(predicate::str::contains("efficientnet-lite0"))
+        .stdout(predicate::str::contains("mnist-cnn-bn"))
+        .stdout(predicate::str::contains("model files searched in:"));
+}
+
+/// `flint finetune` on a small copy of hymenoptera, then `flint predict` on its run.
+#[test]
+fn finetune_and_predict_through_the_binary() {
+    let data = std::env::var_os("FLINT_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+        .join("hymenoptera");
+    if !data.join("train").is_dir() {
+        if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
+            panic!("required data is missing: {}", data.display());
+        }
+        eprintln!("SKIPPED: {} is missing", data.display());
+        return;
+    }
+    let models = flint().args(["models"]).output().unwrap();
+    if !String::from_utf8_lossy(&models.stdout).contains("compiled in from") {
+        if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
+            panic!("no ONNX model compiled in: set FLINT_MODELS when building");
+        }
+        eprintln!("SKIPPED: no ONNX model compiled into this build");
+        return;
+    }
+    // Four images per class and split: enough to run everything, quick to extract.
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("images");
+    for split in ["train", "val"] {
+        for class in ["ants", "bees"] {
+            let from = data.join(split).join(class);
+            let to = small.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            let mut files: Vec<_> = std::fs::read_dir(&from)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files.iter().take(4) {
+                std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let run = dir.path().join("run");
+    let out = flint()
+        .args([
+            "finetune",
+            "--pretrained",
+            "mobilenetv2",
+            "--strategy",
+            "feature-extract",
+        ])
+        .args(["--epochs", "3", "--data"])
+        .arg(&small)
+        .arg("--output")
+        .arg(&run)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .assert()
+        .success();
+    let last = last_line(&out.get_output().stdout);
+    assert!(last.starts_with("val accuracy: "), "{last}");
+    for f in ["config.json", "metrics.csv", "report.md", "result.json"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let image = small.join("val/bees");
+    let image = std::fs::read_dir(&image)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    flint()
+        .args(["predict", "--checkpoint"])
+        .arg(&run)
+        .arg(&image)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("bees").and(predicate::str::contains("ants")));
+    // A run directory already holding a run is refused, not overwritten.
+    flint()
+        .args([
+            "finetune",
+            "--pretrained",
+            "mobilenetv2",
+            "--epochs",
+            "1",
+            "--data",
+        ])
+        .arg(&small)
+        .arg("--output")
+        .arg(&run)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already"));
 }

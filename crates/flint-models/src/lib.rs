@@ -18,8 +18,10 @@
 
 pub mod activation;
 pub mod cnn;
+pub mod efficientnet_lite0;
 pub mod error;
 pub mod mlp;
+pub mod mnist_cnn_bn;
 pub mod summary;
 
 use burn::config::Config;
@@ -28,8 +30,10 @@ use burn::tensor::{Device, Tensor};
 
 pub use activation::Activation;
 pub use cnn::{Cnn, CnnConfig, ConvBlock};
+pub use efficientnet_lite0::{EfficientNetLite0, EfficientNetLite0Config, MbConvBlock};
 pub use error::ModelConfigError;
 pub use mlp::{HiddenLayer, Mlp, MlpConfig};
+pub use mnist_cnn_bn::{MnistCnnBn, MnistCnnBnConfig};
 pub use summary::{LayerRow, ModelSummary, ParamCounts};
 
 /// Any of flint's classifier configurations, tagged in JSON (`{"Cnn": {...}}`).

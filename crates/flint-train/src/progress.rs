@@ -30,6 +30,11 @@ impl Progress {
         Self { mode, bar: None }
     }
 
+    /// The mode it reports in.
+    pub fn mode(&self) -> ProgressMode {
+        self.mode
+    }
+
     /// An informational line (bar mode only, on stderr so stdout stays parseable).
     pub fn info(&self, text: &str) {
         if self.mode == ProgressMode::Bar {

@@ -1,0 +1,266 @@
+//! `flint finetune` and `flint models`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use flint_train::{OptimizerKind, ProgressMode, ScheduleKind};
+use flint_transfer::{FinetuneConfig, FinetuneOptions, Strategy};
+
+use crate::{ComputeArgs, OptimizerArg, ScheduleArg};
+
+/// `flint finetune`.
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// Pretrained model: a name from `flint models`, a .pt/.pth/.safetensors file, or a
+    /// `flint train` run directory.
+    #[arg(long)]
+    pub pretrained: String,
+    /// Image folder: `train/<class>/*` and `val/<class>/*`, or `<class>/*` (split by
+    /// --val-fraction).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// feature-extract (frozen backbone, cached features, head only), finetune (everything,
+    /// backbone at a lower rate) or gradual (head first, then backbone groups top-down).
+    #[arg(long, default_value = "feature-extract")]
+    pub strategy: String,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Optimiser (default SGD with momentum 0.9, as PyTorch's tutorial).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
+    /// The head's learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule (default: step every 7 epochs by 0.1).
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Step schedule: epochs between decays.
+    #[arg(long)]
+    pub step_size: Option<usize>,
+    /// The backbone's learning rate as a fraction of the head's.
+    #[arg(long)]
+    pub backbone_lr_factor: Option<f64>,
+    /// Dropout before the new head.
+    #[arg(long)]
+    pub head_dropout: Option<f64>,
+    /// Gradual: epochs between unfreezing the next backbone group.
+    #[arg(long)]
+    pub unfreeze_every: Option<usize>,
+    /// Gradual: number of backbone groups.
+    #[arg(long)]
+    pub groups: Option<usize>,
+    /// Keep parameters matching this regular expression frozen (repeatable), e.g.
+    /// `backbone\..*conv2d1\.`.
+    #[arg(long)]
+    pub freeze: Vec<String>,
+    /// Validation fraction when the folder has no val/.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// No random-crop/flip augmentation while the backbone trains.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Loader threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Feature cache folder (default: $FLINT_CACHE/features or ~/.cache/flint/features).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Run directory (default: runs/finetune-<strategy>-<time>/).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Print only the final line.
+    #[arg(long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+impl FinetuneArgs {
+    /// The run's configuration.
+    pub fn to_config(&self) -> Result<FinetuneConfig, String> {
+        let strategy: Strategy = self
+            .strategy
+            .parse()
+            .map_err(|e: flint_transfer::TransferError| e.to_string())?;
+        let mut c =
+            FinetuneConfig::new(self.pretrained.clone(), self.data.clone()).with_strategy(strategy);
+        if let Some(v) = self.epochs {
+            c.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            c.batch_size = v;
+        }
+        if let Some(v) = self.optimizer {
+            c.optimizer.kind = match v {
+                OptimizerArg::Sgd => OptimizerKind::Sgd,
+                OptimizerArg::Adam => OptimizerKind::Adam,
+                OptimizerArg::Adamw => OptimizerKind::AdamW,
+            };
+        }
+        if let Some(v) = self.lr {
+            c.optimizer.lr = v;
+        }
+        if let Some(v) = self.momentum {
+            c.optimizer.momentum = v;
+        }
+        if let Some(v) = self.weight_decay {
+            c.optimizer.weight_decay = v;
+        }
+        if let Some(v) = self.schedule {
+            c.schedule.kind = match v {
+                ScheduleArg::Constant => ScheduleKind::Constant,
+                ScheduleArg::Cosine => ScheduleKind::Cosine,
+                ScheduleArg::Step => ScheduleKind::Step,
+            };
+        }
+        if let Some(v) = self.step_size {
+            c.schedule.step_size = v;
+        }
+        if let Some(v) = self.backbone_lr_factor {
+            c.backbone_lr_factor = v;
+        }
+        if let Some(v) = self.head_dropout {
+            c.head_dropout = v;
+        }
+        if let Some(v) = self.unfreeze_every {
+            c.unfreeze_every = v;
+        }
+        if let Some(v) = self.groups {
+            c.groups = v;
+        }
+        c.freeze = self.freeze.clone();
+        if let Some(v) = self.val_fraction {
+            c.val_fraction = v;
+        }
+        if self.no_augment {
+            c.augment = false;
+        }
+        if let Some(v) = self.seed {
+            c.seed = v;
+        }
+        if let Some(v) = self.workers {
+            c.workers = v;
+        }
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+}
+
+/// Runs `flint finetune`.
+pub fn run_finetune(args: &FinetuneArgs) -> Result<(), String> {
+    let config = args.to_config()?;
+    let device = args.compute.setup()?;
+    let options = FinetuneOptions {
+        output: args.output.clone(),
+        device,
+        progress: if args.json {
+            ProgressMode::Json
+        } else if args.quiet {
+            ProgressMode::Quiet
+        } else {
+            ProgressMode::Bar
+        },
+        cache_dir: args.cache_dir.clone(),
+    };
+    flint_transfer::finetune(&config, &options)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// `flint models`.
+#[derive(Args, Debug)]
+pub struct ModelsArgs {
+    /// Also list this model's parameter names and shapes (the names --freeze matches).
+    #[arg(long)]
+    pub params: Option<String>,
+}
+
+/// Runs `flint models`.
+pub fn run_models(args: &ModelsArgs) -> Result<(), String> {
+    println!("pretrained models (flint finetune --pretrained <name>):");
+    for m in flint_transfer::available() {
+        match &m.status {
+            Ok(place) => println!(
+                "  {:<20} {}\n  {:<20} available: {place}",
+                m.name, m.description, ""
+            ),
+            Err(why) => println!(
+                "  {:<20} {}\n  {:<20} unavailable: {why}",
+                m.name, m.description, ""
+            ),
+        }
+    }
+    println!("\nmodel files searched in:");
+    for (dir, why) in flint_transfer::pretrained::model_dirs() {
+        println!("  {} ({why})", dir.display());
+    }
+    if let Some(name) = &args.params {
+        let device = burn::tensor::Device::flex();
+        let p = flint_transfer::load_pretrained(name, &device).map_err(|e| e.to_string())?;
+        let model = flint_transfer::TransferModel {
+            head: flint_transfer::Head::new(p.feature_dim, 2, 0.0, &device)
+                .map_err(|e| e.to_string())?,
+            backbone: p.backbone,
+        };
+        println!("\nparameters of {name} with a 2-class head:");
+        for info in flint_transfer::freeze::parameters(&model) {
+            println!("  {:<50} {:?}", info.path, info.shape);
+        }
+    }
+    Ok(())
+}
+
+/// `flint predict` on a fine-tuning run.
+pub fn predict(args: &crate::PredictArgs, device: &burn::tensor::Device) -> Result<(), String> {
+    use burn::tensor::{Tensor, TensorData};
+    let (config, model, input) =
+        flint_transfer::load_finetuned(&args.checkpoint, device).map_err(|e| e.to_string())?;
+    let (c, s) = (input.channels, input.size as usize);
+    let mut failed = 0;
+    for path in &args.images {
+        match flint_transfer::load_image(path, &input) {
+            Ok(pixels) => {
+                let x = Tensor::<4>::from_data(TensorData::new(pixels, [1, c, s, s]), device);
+                let probs: Vec<f32> = burn::tensor::activation::softmax(model.forward(x), 1)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| format!("{e:?}"))?;
+                let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let top: Vec<String> = ranked
+                    .iter()
+                    .take(args.top_k as usize)
+                    .map(|(k, p)| format!("{} {:.1}%", config.classes[*k], p * 100.0))
+                    .collect();
+                println!("{}: {}", path.display(), top.join(", "));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {} images could not be read",
+            args.images.len()
+        ));
+    }
+    Ok(())
+}

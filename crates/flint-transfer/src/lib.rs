@@ -1,0 +1,39 @@
+//! Transfer learning for flint: take a network pretrained elsewhere and reuse it on a small
+//! new data set.
+//!
+//! - Weights in: ONNX networks compiled in by `flint-pretrained` (burn-onnx), and PyTorch /
+//!   safetensors files loaded into flint's own definitions ([`load_weights`], with a report of
+//!   what was loaded, missing and unused).
+//! - Reuse: a [`Backbone`] with a new [`Head`] ([`TransferModel`]), freezing and unfreezing by
+//!   name pattern ([`freeze`]), per-group learning rates and gradual unfreezing
+//!   ([`finetune`]), cached feature extraction ([`cache`]).
+//!
+//! ```no_run
+//! use flint_transfer::{FinetuneConfig, FinetuneOptions, Strategy, finetune};
+//!
+//! let config = FinetuneConfig::new("mobilenetv2".into(), "hymenoptera_data".into())
+//!     .with_strategy(Strategy::FeatureExtract);
+//! let outcome = finetune(&config, &FinetuneOptions::default())?;
+//! println!("val accuracy: {:.4}", outcome.best.0);
+//! # Ok::<(), flint_transfer::TransferError>(())
+//! ```
+
+pub mod backbone;
+pub mod cache;
+pub mod error;
+pub mod finetune;
+pub mod freeze;
+pub mod load;
+pub mod model;
+pub mod pretrained;
+
+pub use backbone::{Backbone, InputSpec};
+pub use cache::{CacheKey, CacheStatus, FeatureCache, Features};
+pub use error::TransferError;
+pub use finetune::{
+    FinetuneConfig, FinetuneOptions, FinetuneOutcome, RunConfig, Strategy, TransferData, finetune,
+    finetune_on, is_finetune_run, load_finetuned, load_image,
+};
+pub use load::{LoadOptions, LoadReport, load_weights};
+pub use model::{Head, TransferModel};
+pub use pretrained::{ModelEntry, Pretrained, available, load_pretrained};

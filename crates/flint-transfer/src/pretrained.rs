@@ -1,0 +1,362 @@
+//! Pretrained networks by name or file: `flint finetune --pretrained <name|file|run dir>`.
+
+use std::path::{Path, PathBuf};
+
+use burn::nn::Linear;
+use burn::tensor::Device;
+use flint_data::Normalize;
+use flint_models::MnistCnnBnConfig;
+use flint_pretrained::catalog::{self, FileKind};
+
+use crate::backbone::{Backbone, InputSpec, linear_from_pytorch};
+use crate::error::TransferError;
+use crate::load::{LoadOptions, LoadReport, load_weights};
+
+/// A backbone ready for a new head.
+#[derive(Debug)]
+pub struct Pretrained {
+    /// The name it was asked by (`mobilenetv2`, a file, a run directory).
+    pub name: String,
+    /// The network without its classifier.
+    pub backbone: Backbone,
+    /// What inputs it expects.
+    pub input: InputSpec,
+    /// Width of its features.
+    pub feature_dim: usize,
+    /// Its original classifier, when it has one (ImageNet's 1000 classes).
+    pub classifier: Option<Linear>,
+    /// Names of the original classes, when known.
+    pub class_names: Option<Vec<String>>,
+    /// Identifies the weights (checksum), for the feature cache.
+    pub weights_id: String,
+    /// How the weights were loaded, for files.
+    pub load_report: Option<LoadReport>,
+}
+
+/// One row of `flint models`.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    /// Name to pass to `--pretrained`.
+    pub name: &'static str,
+    /// What it is.
+    pub description: &'static str,
+    /// Where its weights were found, or why it is unavailable.
+    pub status: Result<String, String>,
+}
+
+/// The ONNX networks, with their compiled-in status.
+const ONNX: &[(&str, &str, &str)] = &[
+    (
+        "mobilenetv2",
+        "mobilenetv2.onnx",
+        "ImageNet MobileNetV2 (ONNX), 3x224x224, 1280 features",
+    ),
+    (
+        "efficientnet-lite0",
+        "efficientnet-lite0.onnx",
+        "ImageNet EfficientNet-Lite0 (ONNX), 3x224x224, 1280 features",
+    ),
+];
+
+/// Every pretrained network flint knows and whether it can be used here.
+pub fn available() -> Vec<ModelEntry> {
+    let mut rows: Vec<ModelEntry> = ONNX
+        .iter()
+        .map(|(name, file, description)| ModelEntry {
+            name,
+            description,
+            status: compiled_status(file).map(|p| format!("compiled in from {p}")),
+        })
+        .collect();
+    rows.push(ModelEntry {
+        name: "efficientnet-lite0-torch",
+        description: "EfficientNet-Lite0 as a flint network, PyTorch weights (trainable batch norm)",
+        status: find_model_file(&["efficientnet-lite0.pth"]).map(|p| p.display().to_string()),
+    });
+    rows.push(ModelEntry {
+        name: "mnist-cnn-bn",
+        description: "burn's PyTorch-trained MNIST CNN with batch norm, 1x28x28, 32 features",
+        status: find_model_file(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"])
+            .map(|p| p.display().to_string()),
+    });
+    rows
+}
+
+fn compiled_status(file: &str) -> Result<String, String> {
+    flint_pretrained::BUILD_STATUS
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map(|(_, s)| s.map(str::to_string).map_err(str::to_string))
+        .unwrap_or_else(|| Err(format!("{file} is not in the catalogue")))
+}
+
+/// The folders searched at run time: `$FLINT_MODELS`, `./models`, `~/.cache/flint/models`.
+pub fn model_dirs() -> Vec<(PathBuf, &'static str)> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let cache = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"));
+    catalog::model_dirs(std::env::var_os("FLINT_MODELS").as_deref(), &cwd, cache)
+}
+
+/// The first of `files` in the model folders.
+pub fn find_model_file(files: &[&str]) -> Result<PathBuf, String> {
+    let dirs = model_dirs();
+    for (dir, _) in &dirs {
+        for f in files {
+            let p = dir.join(f);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(format!(
+        "{} not found in {}; set FLINT_MODELS to the folder holding it or run `cargo xtask models fetch`",
+        files.join(" or "),
+        dirs.iter()
+            .map(|(d, why)| format!("{} ({why})", d.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Loads a backbone: a name from [`available`], a `.pt`/`.pth`/`.safetensors` file of a known
+/// architecture (`mnist-cnn-bn`), or the run directory of a `flint train` run.
+pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, TransferError> {
+    let path = Path::new(spec);
+    if path.join("config.json").is_file() {
+        return from_run(path, device);
+    }
+    match spec {
+        "mobilenetv2" => onnx_mobilenetv2(device),
+        "efficientnet-lite0" => onnx_efficientnet(device),
+        "efficientnet-lite0-torch" => {
+            let file =
+                find_model_file(&["efficientnet-lite0.pth"]).map_err(TransferError::Unavailable)?;
+            efficientnet_torch(spec, &file, device)
+        }
+        "mnist-cnn-bn" => {
+            let file = find_model_file(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"])
+                .map_err(TransferError::Unavailable)?;
+            mnist_cnn_bn(spec, &file, device)
+        }
+        _ if path.is_file() => {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if stem.starts_with("mnist-cnn-bn") || stem == "mnist" {
+                mnist_cnn_bn(spec, path, device)
+            } else if stem.starts_with("efficientnet-lite0") {
+                efficientnet_torch(spec, path, device)
+            } else {
+                Err(TransferError::Invalid(format!(
+                    "{spec}: cannot tell which architecture this weight file is for; flint \
+                     loads PyTorch/safetensors weights of mnist-cnn-bn (mnist-cnn-bn.*) and \
+                     efficientnet-lite0 (efficientnet-lite0.*)"
+                )))
+            }
+        }
+        _ => Err(TransferError::Invalid(format!(
+            "unknown pretrained model `{spec}`: not a known name ({}), a weight file or a run directory",
+            available()
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+#[cfg_attr(
+    all(flint_model_mobilenetv2, flint_model_efficientnet_lite0),
+    allow(dead_code)
+)]
+fn unavailable(name: &str, file: &str) -> TransferError {
+    let why = compiled_status(file).err().unwrap_or_default();
+    TransferError::Unavailable(format!(
+        "pretrained model `{name}` is not compiled into this build: {why}"
+    ))
+}
+
+fn imagenet_labels() -> Option<Vec<String>> {
+    let p = find_model_file(&["imagenet_labels.txt"]).ok()?;
+    let text = std::fs::read_to_string(p).ok()?;
+    // `n02123045 tabby, tabby cat`: the WordNet id, then the names.
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, n)| n).to_string())
+        .collect();
+    (names.len() == 1000).then_some(names)
+}
+
+#[cfg_attr(
+    not(any(flint_model_mobilenetv2, flint_model_efficientnet_lite0)),
+    allow(dead_code)
+)]
+fn classifier_from_bytes(bytes: &[u8], shape: [usize; 2], device: &Device) -> Linear {
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let (w, b) = values.split_at(shape[0] * shape[1]);
+    linear_from_pytorch(w, b, shape, device)
+}
+
+#[cfg(flint_model_mobilenetv2)]
+fn onnx_mobilenetv2(device: &Device) -> Result<Pretrained, TransferError> {
+    use flint_pretrained::mobilenetv2 as m;
+    Ok(Pretrained {
+        name: "mobilenetv2".into(),
+        backbone: Backbone::MobileNetV2(m::Model::from_embedded(device)),
+        input: InputSpec::imagenet(),
+        feature_dim: m::CLASSIFIER_SHAPE[1],
+        classifier: Some(classifier_from_bytes(
+            m::CLASSIFIER,
+            m::CLASSIFIER_SHAPE,
+            device,
+        )),
+        class_names: imagenet_labels(),
+        weights_id: catalog::catalog_file("mobilenetv2.onnx")
+            .map(|f| f.sha256.to_string())
+            .unwrap_or_default(),
+        load_report: None,
+    })
+}
+
+#[cfg(not(flint_model_mobilenetv2))]
+fn onnx_mobilenetv2(_device: &Device) -> Result<Pretrained, TransferError> {
+    Err(unavailable("mobilenetv2", "mobilenetv2.onnx"))
+}
+
+#[cfg(flint_model_efficientnet_lite0)]
+fn onnx_efficientnet(device: &Device) -> Result<Pretrained, TransferError> {
+    use flint_pretrained::efficientnet_lite0 as m;
+    // (x * 255 - 127) / 128 on [0, 1] pixels.
+    let normalize = Normalize::new(vec![127.0 / 255.0; 3], vec![128.0 / 255.0; 3])?;
+    Ok(Pretrained {
+        name: "efficientnet-lite0".into(),
+        backbone: Backbone::EfficientNetLite0Onnx(m::Model::from_embedded(device)),
+        input: InputSpec {
+            normalize,
+            ..InputSpec::imagenet()
+        },
+        feature_dim: m::CLASSIFIER_SHAPE[1],
+        classifier: Some(classifier_from_bytes(
+            m::CLASSIFIER,
+            m::CLASSIFIER_SHAPE,
+            device,
+        )),
+        class_names: imagenet_labels(),
+        weights_id: catalog::catalog_file("efficientnet-lite0.onnx")
+            .map(|f| f.sha256.to_string())
+            .unwrap_or_default(),
+        load_report: None,
+    })
+}
+
+#[cfg(not(flint_model_efficientnet_lite0))]
+fn onnx_efficientnet(_device: &Device) -> Result<Pretrained, TransferError> {
+    Err(unavailable("efficientnet-lite0", "efficientnet-lite0.onnx"))
+}
+
+fn mnist_cnn_bn(name: &str, file: &Path, device: &Device) -> Result<Pretrained, TransferError> {
+    let model = MnistCnnBnConfig::new()
+        .try_init(device)
+        .map_err(|e| TransferError::Invalid(e.to_string()))?;
+    let (model, report) = load_weights(model, file, &LoadOptions::new())?;
+    let classifier = model.fc2.clone();
+    Ok(Pretrained {
+        name: name.into(),
+        feature_dim: 32,
+        input: InputSpec {
+            channels: 1,
+            size: 28,
+            resize: 28,
+            normalize: Normalize::new(vec![0.1307], vec![0.3081])?,
+        },
+        classifier: Some(classifier),
+        class_names: Some((0..10).map(|d| d.to_string()).collect()),
+        weights_id: flint_data::download::sha256_file(file)?,
+        backbone: Backbone::MnistCnnBn(model),
+        load_report: Some(report),
+    })
+}
+
+fn efficientnet_torch(
+    name: &str,
+    file: &Path,
+    device: &Device,
+) -> Result<Pretrained, TransferError> {
+    let model = flint_models::EfficientNetLite0Config::new()
+        .try_init(device)
+        .map_err(|e| TransferError::Invalid(e.to_string()))?;
+    let (model, report) = load_weights(model, file, &LoadOptions::new())?;
+    let classifier = model._fc.clone();
+    Ok(Pretrained {
+        name: name.into(),
+        feature_dim: 1280,
+        input: InputSpec {
+            normalize: Normalize::new(vec![127.0 / 255.0; 3], vec![128.0 / 255.0; 3])?,
+            ..InputSpec::imagenet()
+        },
+        classifier: Some(classifier),
+        class_names: imagenet_labels(),
+        weights_id: flint_data::download::sha256_file(file)?,
+        backbone: Backbone::EfficientNetLite0(model),
+        load_report: Some(report),
+    })
+}
+
+fn from_run(dir: &Path, device: &Device) -> Result<Pretrained, TransferError> {
+    let (config, model) = flint_train::load_trained(dir, device)?;
+    let feature_dim = crate::freeze::parameters(&model)
+        .iter()
+        .rev()
+        .find(|p| p.path.ends_with("output.weight"))
+        .map(|p| p.shape[0])
+        .ok_or_else(|| TransferError::Invalid(format!("{}: no output layer", dir.display())))?;
+    let dataset: flint_data::KnownDataset = config
+        .dataset
+        .parse()
+        .map_err(|e: flint_data::DataError| TransferError::Invalid(e.to_string()))?;
+    let shape = match dataset {
+        flint_data::KnownDataset::Mnist | flint_data::KnownDataset::FashionMnist => [1, 28, 28],
+        flint_data::KnownDataset::Cifar10 => [3, 32, 32],
+        flint_data::KnownDataset::Hymenoptera => {
+            return Err(TransferError::Invalid(format!(
+                "{}: not a small-image run",
+                dir.display()
+            )));
+        }
+    };
+    let weights_id = flint_data::download::sha256_file(&dir.join("config.json"))?
+        + &flint_train::checkpoint::file_sha256(&dir.join("result.json")).unwrap_or_default();
+    Ok(Pretrained {
+        name: dir.display().to_string(),
+        backbone: Backbone::Flint(model),
+        input: InputSpec {
+            channels: shape[0],
+            size: shape[1] as u32,
+            resize: shape[1] as u32,
+            normalize: Normalize::new(vec![0.0; shape[0]], vec![1.0; shape[0]])?,
+        },
+        feature_dim,
+        classifier: None,
+        class_names: None,
+        weights_id,
+        load_report: None,
+    })
+}
+
+/// The kinds of catalogue files, for `flint models`.
+pub fn catalog_rows() -> Vec<(&'static str, FileKind, Result<String, String>)> {
+    catalog::CATALOG
+        .iter()
+        .map(|f| {
+            (
+                f.file,
+                f.kind,
+                find_model_file(&[f.file]).map(|p| p.display().to_string()),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,195 @@
+//! EfficientNet-Lite0 from its PyTorch state dict (`efficientnet-lite0.pth`) into flint's own
+//! definition, checked against the ONNX export of the same network that flint-pretrained
+//! compiles in: the pooled features and the logits must agree within 1e-4 on real images.
+//!
+//! The `.pth` part runs whenever the file is there. The ONNX comparison needs the generated
+//! module, which exists only when flint-pretrained's build found the ONNX file (`FLINT_MODELS`);
+//! this crate's build script turns that into the `flint_model_efficientnet_lite0` cfg.
+//! Missing data skips with a printed reason, or fails when `FLINT_REQUIRE_DATA=1`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{data_dir, models_dir, skip};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use flint_data::Normalize;
+use flint_data::image_folder::load_rgb;
+use flint_data::transform::{center_crop, resize_shorter_side, to_chw};
+use flint_models::{EfficientNetLite0, EfficientNetLite0Config};
+use flint_transfer::{LoadOptions, load_weights};
+
+const SAMPLES: [&str; 4] = ["coffee.png", "flamingo.jpg", "cat.jpg", "dog.jpg"];
+
+/// The reference preprocessing: shorter side 256, centre crop 224, `(255 x - 127) / 128`.
+fn preprocess(paths: &[PathBuf], device: &Device) -> Tensor<4> {
+    let normalize = Normalize::new(vec![127.0 / 255.0; 3], vec![128.0 / 255.0; 3]).unwrap();
+    let mut values = Vec::with_capacity(paths.len() * 3 * 224 * 224);
+    for path in paths {
+        let image = load_rgb(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut chw = to_chw(&center_crop(&resize_shorter_side(&image, 256), 224));
+        normalize.apply(&mut chw, 3);
+        values.extend(chw);
+    }
+    Tensor::from_data(TensorData::new(values, [paths.len(), 3, 224, 224]), device)
+}
+
+/// ImageNet class names, one `wnid name, synonyms` line per class.
+fn labels(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, name)| name).to_string())
+        .collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap()
+}
+
+/// Everything the test needs, or the reason it cannot run.
+struct Setup {
+    model: EfficientNetLite0,
+    images: Tensor<4>,
+    names: Vec<String>,
+    labels: Vec<String>,
+}
+
+fn setup() -> Result<Setup, String> {
+    let pth = models_dir().join("efficientnet-lite0.pth");
+    if !pth.is_file() {
+        return Err(format!(
+            "{} not found; set FLINT_MODELS to the folder holding it",
+            pth.display()
+        ));
+    }
+    let labels_path = models_dir().join("imagenet_labels.txt");
+    let samples = data_dir().join("samples");
+    let paths: Vec<PathBuf> = SAMPLES.iter().map(|s| samples.join(s)).collect();
+    if let Some(missing) = paths.iter().chain([&labels_path]).find(|p| !p.is_file()) {
+        return Err(format!("{} not found", missing.display()));
+    }
+
+    // A plain (non-autodiff) device: batch norm uses its running statistics, dropout is off.
+    let device = Device::flex();
+    let model = EfficientNetLite0Config::new().init(&device);
+    let (model, report) = load_weights(model, &pth, &LoadOptions::new())
+        .unwrap_or_else(|e| panic!("loading {}: {e}", pth.display()));
+    eprint!("{report}");
+    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
+    assert!(report.unused.is_empty(), "unused: {:?}", report.unused);
+    // 296 keys: 247 float tensors loaded by name; the 49 `num_batches_tracked` counters are
+    // filtered out by `load_weights`.
+    assert_eq!(report.loaded.len(), 247, "{:?}", report.loaded);
+
+    Ok(Setup {
+        model,
+        images: preprocess(&paths, &device),
+        names: SAMPLES.iter().map(|s| s.to_string()).collect(),
+        labels: labels(&labels_path),
+    })
+}
+
+#[test]
+fn efficientnet_lite0_from_pth_classifies_samples() {
+    let setup = match setup() {
+        Ok(s) => s,
+        Err(reason) => return skip(&reason),
+    };
+    let logits = setup.model.forward(setup.images.clone());
+    assert_eq!(logits.dims(), [SAMPLES.len(), 1000]);
+    let values = logits.into_data().try_to_vec::<f32>().unwrap();
+    let top1: Vec<&str> = values
+        .chunks(1000)
+        .map(|row| setup.labels[argmax(row)].as_str())
+        .collect();
+    for (name, class) in setup.names.iter().zip(&top1) {
+        eprintln!("{name}: {class}");
+    }
+    assert!(top1[0].starts_with("espresso"), "coffee.png: {}", top1[0]);
+    assert!(top1[1].starts_with("flamingo"), "flamingo.jpg: {}", top1[1]);
+}
+
+#[test]
+fn efficientnet_lite0_matches_onnx() {
+    let status = flint_pretrained::BUILD_STATUS
+        .iter()
+        .find(|(file, _)| *file == "efficientnet-lite0.onnx")
+        .map(|(_, status)| *status)
+        .expect("flint-pretrained lists efficientnet-lite0.onnx");
+    if let Err(reason) = status {
+        return skip(&format!(
+            "flint-pretrained was built without the ONNX model: {reason}"
+        ));
+    }
+    #[cfg(not(flint_model_efficientnet_lite0))]
+    skip("flint-pretrained reports the ONNX model, but its module was not compiled in");
+    #[cfg(flint_model_efficientnet_lite0)]
+    compare_with_onnx();
+}
+
+#[cfg(flint_model_efficientnet_lite0)]
+fn compare_with_onnx() {
+    use flint_pretrained::efficientnet_lite0::{CLASSIFIER, CLASSIFIER_SHAPE, Model};
+
+    let setup = match setup() {
+        Ok(s) => s,
+        Err(reason) => return skip(&reason),
+    };
+    const TOLERANCE: f32 = 1e-4;
+    let max_abs_diff = |a: Tensor<2>, b: Tensor<2>| -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b).abs().max().into_scalar()
+    };
+    let device = &setup.images.device();
+    let onnx = Model::from_embedded(device);
+
+    // ONNX: pooled features, then the classifier kept beside the cut graph.
+    let onnx_features: Tensor<2> = onnx.forward(setup.images.clone());
+    let [classes, width] = CLASSIFIER_SHAPE;
+    assert_eq!([classes, width], [1000, 1280]);
+    let floats: Vec<f32> = CLASSIFIER
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(floats.len(), classes * width + classes);
+    let (weight, bias) = floats.split_at(classes * width);
+    let weight = Tensor::<2>::from_data(TensorData::new(weight.to_vec(), [classes, width]), device);
+    let bias = Tensor::<1>::from_data(TensorData::new(bias.to_vec(), [classes]), device);
+    let onnx_logits = onnx_features.clone().matmul(weight.transpose()) + bias.unsqueeze::<2>();
+
+    // flint: the .pth in flint's definition.
+    let features = setup.model.features(setup.images.clone());
+    let logits = setup.model.forward(setup.images.clone());
+
+    let feature_diff = max_abs_diff(features, onnx_features);
+    let logit_diff = max_abs_diff(logits.clone(), onnx_logits.clone());
+    eprintln!("max |features - onnx| = {feature_diff:e}");
+    eprintln!("max |logits - onnx|   = {logit_diff:e}");
+
+    let ours = logits.into_data().try_to_vec::<f32>().unwrap();
+    let theirs = onnx_logits.into_data().try_to_vec::<f32>().unwrap();
+    for ((name, a), b) in setup
+        .names
+        .iter()
+        .zip(ours.chunks(1000))
+        .zip(theirs.chunks(1000))
+    {
+        let (i, j) = (argmax(a), argmax(b));
+        eprintln!(
+            "{name}: flint {} / onnx {}",
+            setup.labels[i], setup.labels[j]
+        );
+        assert_eq!(i, j, "{name}: top-1 differs");
+    }
+    assert!(
+        feature_diff <= TOLERANCE,
+        "features differ by {feature_diff}"
+    );
+    assert!(logit_diff <= TOLERANCE, "logits differ by {logit_diff}");
+}
