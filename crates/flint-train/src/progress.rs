@@ -16,6 +16,8 @@ pub enum ProgressMode {
     Quiet,
     /// One JSON object per line on stdout: `{"event": "epoch", ...}`, then `{"event": "test", ...}`.
     Json,
+    /// Nothing at all: for runs driven by a program (experiments) that reports itself.
+    Silent,
 }
 
 /// Reports a run's progress in the chosen [`ProgressMode`].
@@ -97,7 +99,7 @@ impl Progress {
                 value["eval_set"] = eval_set.into();
                 println!("{value}");
             }
-            ProgressMode::Quiet => {}
+            ProgressMode::Quiet | ProgressMode::Silent => {}
         }
     }
 
@@ -123,6 +125,7 @@ impl Progress {
                 println!("test accuracy: {:.4}", test.accuracy);
             }
             ProgressMode::Quiet => println!("test accuracy: {:.4}", test.accuracy),
+            ProgressMode::Silent => {}
         }
     }
 }

@@ -366,6 +366,8 @@ pub fn finetune(
     options: &FinetuneOptions,
 ) -> Result<FinetuneOutcome, TransferError> {
     config.validate()?;
+    // An unknown model name is reported before any data is read.
+    crate::pretrained::check_spec(&config.pretrained)?;
     let data = TransferData::open_folder(&config.data, config.val_fraction, config.seed)?;
     finetune_on(config, &data, options)
 }
@@ -689,8 +691,14 @@ impl RunContext<'_> {
             };
             if trainable != unfrozen {
                 model = freeze::freeze(model, r"^backbone\.")?;
-                for stage in stages.iter().rev().take(trainable) {
-                    model = freeze::unfreeze(model, stage)?;
+                if trainable == stages.len() {
+                    // The whole backbone, including layers without parameters (dropout,
+                    // DropPath), which a group of parameter paths would leave in inference mode.
+                    model = freeze::unfreeze(model, r"^backbone\.")?;
+                } else {
+                    for stage in stages.iter().rev().take(trainable) {
+                        model = freeze::unfreeze(model, stage)?;
+                    }
                 }
                 for pattern in &config.freeze {
                     model = freeze::freeze(model, pattern)?;
@@ -874,6 +882,7 @@ impl RunContext<'_> {
                 println!("val accuracy: {:.4}", self.best_val.0);
             }
             ProgressMode::Quiet => println!("val accuracy: {:.4}", self.best_val.0),
+            ProgressMode::Silent => {}
         }
         Ok(())
     }

@@ -118,6 +118,27 @@ pub fn find_model_file(files: &[&str]) -> Result<PathBuf, String> {
     ))
 }
 
+/// Checks that `spec` names a known model, an existing file or a directory, without loading.
+pub fn check_spec(spec: &str) -> Result<(), TransferError> {
+    let path = Path::new(spec);
+    if path.exists() || available().iter().any(|m| m.name == spec) {
+        Ok(())
+    } else {
+        Err(unknown(spec))
+    }
+}
+
+fn unknown(spec: &str) -> TransferError {
+    TransferError::Invalid(format!(
+        "unknown pretrained model `{spec}`: not a known name ({}), a weight file or a run directory",
+        available()
+            .iter()
+            .map(|m| m.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 /// Loads a backbone: a name from [`available`], a `.pt`/`.pth`/`.safetensors` file of a known
 /// architecture (`mnist-cnn-bn`), or the run directory of a `flint train` run.
 pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, TransferError> {
@@ -155,14 +176,7 @@ pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, Transf
                 )))
             }
         }
-        _ => Err(TransferError::Invalid(format!(
-            "unknown pretrained model `{spec}`: not a known name ({}), a weight file or a run directory",
-            available()
-                .iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        _ => Err(unknown(spec)),
     }
 }
 

@@ -468,3 +468,24 @@ fn hymenoptera_feature_extraction_beats_floor_and_reuses_the_cache() {
     }
     assert!(correct >= 16, "{correct} of 20 val images right");
 }
+
+/// Freezing a backbone puts its dropout in inference mode; unfreezing it all turns it back on,
+/// parameter-less layers included.
+#[test]
+fn unfreezing_the_backbone_reactivates_its_dropout() {
+    let device = device();
+    let cnn =
+        flint_models::ModelConfig::Cnn(flint_models::CnnConfig::reference().with_dropout(0.5))
+            .init(&device);
+    let m = TransferModel {
+        backbone: Backbone::Flint(cnn),
+        head: Head::new(128, 3, 0.0, &device).unwrap(),
+    };
+    let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let varies = |m: &TransferModel| values(&m.forward(x.clone())) != values(&m.forward(x.clone()));
+    assert!(varies(&m), "dropout active while training");
+    let m = freeze::freeze(m, r"^backbone\.").unwrap();
+    assert!(!varies(&m), "a frozen backbone is deterministic");
+    let m = freeze::unfreeze(m, r"^backbone\.").unwrap();
+    assert!(varies(&m), "unfrozen dropout is active again");
+}
