@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's tasks, thin wrappers over flint's library functions.
 
 mod bench;
+mod models;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,11 @@ enum Command {
         #[arg(long, default_value = "runs/bench")]
         output: PathBuf,
     },
+    /// Fetch and check the pretrained model files (ONNX, PyTorch, safetensors).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Reproducible experiments that write a markdown table into runs/<name>/.
     Experiment {
         #[command(subcommand)]
@@ -84,6 +90,39 @@ enum Experiment {
         /// A quick check: 1 epoch on 2,000 images per run (not the protocol).
         #[arg(long)]
         quick: bool,
+    },
+    /// Protocol T2 of reference.md (Fashion-MNIST classes 0-4 -> 5-9, N = 10/50/100 per class,
+    /// 5 seeds): from scratch, frozen backbone, fine-tuning, with and without head dropout.
+    /// Runs `flint experiment transfer` (release build, or `FLINT_BIN`) and prints its table.
+    Transfer {
+        /// A seconds-long smoke run, not the protocol.
+        #[arg(long)]
+        quick: bool,
+        /// Output folder (default runs/transfer or runs/transfer-quick); a rerun resumes.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// More arguments for `flint experiment transfer` (e.g. --seeds 3 --target-epochs 20).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download the model files that have a public source, verifying their SHA-256, into
+    /// ~/.cache/flint/models (searched by the build and by `flint`); rebuild afterwards.
+    Fetch {
+        /// Only files whose names start with these (e.g. mnist-cnn-bn); default all.
+        files: Vec<String>,
+        /// Download into this folder instead.
+        #[arg(long)]
+        into: Option<PathBuf>,
+    },
+    /// Check that a models folder (default $FLINT_MODELS, else the cache) holds every file with
+    /// the right checksum.
+    Check {
+        /// The folder to check.
+        dir: Option<PathBuf>,
     },
 }
 
@@ -116,6 +155,10 @@ fn main() -> ExitCode {
             DataCommand::Fetch { datasets, into } => data_fetch(&datasets, into),
         },
         Command::Train { args } => train(&args),
+        Command::Models { command } => match command {
+            ModelsCommand::Fetch { files, into } => models::fetch(into, &files),
+            ModelsCommand::Check { dir } => models::check(dir),
+        },
         Command::Bench {
             backends,
             threads,
@@ -143,6 +186,11 @@ fn main() -> ExitCode {
             Experiment::Reference { seeds, only, quick } => {
                 experiment_reference(seeds, &only, quick)
             }
+            Experiment::Transfer {
+                quick,
+                output,
+                args,
+            } => experiment_transfer(quick, output, &args),
         },
     };
     match result {
@@ -264,16 +312,7 @@ fn build_flint(features: &[&str]) -> anyhow::Result<PathBuf> {
 }
 
 fn train(args: &[String]) -> anyhow::Result<ExitCode> {
-    // FLINT_BIN runs an existing `flint` (an installed one, or CI's test build) instead of
-    // building the release binary.
-    let flint = match std::env::var_os("FLINT_BIN") {
-        Some(bin) => {
-            let bin = PathBuf::from(bin);
-            anyhow::ensure!(bin.is_file(), "FLINT_BIN={} is not a file", bin.display());
-            bin
-        }
-        None => build_flint(&[])?,
-    };
+    let flint = flint_binary()?;
     // Say where the data will come from before spending minutes on it.
     let locator = Locator::new();
     if locator.find(&flint_data::FASHION_MNIST).is_err() && !args.iter().any(|a| a == "--dataset") {
@@ -409,5 +448,47 @@ fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Res
     flint_data::download::write_atomic(&path, table.as_bytes())?;
     println!("{table}");
     println!("written to {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `FLINT_BIN` when set (an installed `flint`, or CI's test build), else the release build.
+fn flint_binary() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("FLINT_BIN") {
+        Some(bin) => {
+            let bin = PathBuf::from(bin);
+            anyhow::ensure!(bin.is_file(), "FLINT_BIN={} is not a file", bin.display());
+            Ok(bin)
+        }
+        None => build_flint(&[]),
+    }
+}
+
+fn experiment_transfer(
+    quick: bool,
+    output: Option<PathBuf>,
+    args: &[String],
+) -> anyhow::Result<ExitCode> {
+    let flint = flint_binary()?;
+    let output = output.unwrap_or_else(|| {
+        root()
+            .join("runs")
+            .join(if quick { "transfer-quick" } else { "transfer" })
+    });
+    let start = std::time::Instant::now();
+    let mut cmd = std::process::Command::new(&flint);
+    cmd.args(["experiment", "transfer", "--output"])
+        .arg(&output);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let status = cmd.args(args).status()?;
+    let wall = start.elapsed().as_secs_f64();
+    anyhow::ensure!(status.success(), "flint experiment transfer failed");
+    let md = std::fs::read_to_string(output.join("results.md"))?;
+    // The tables: everything up to the source-model section.
+    let tables = md.split("## Source models").next().unwrap_or(&md);
+    println!("{}", tables.trim_end());
+    println!("\nwall time: {wall:.0} s ({:.1} min)", wall / 60.0);
+    println!("written to {}", output.join("results.md").display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The library behind the `flint` command: argument types, backend selection and the
 //! command implementations. `main.rs` only parses and dispatches.
 
+pub mod experiment;
 pub mod transfer;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub enum Command {
     Finetune(Box<transfer::FinetuneArgs>),
     /// List the pretrained models and where each was found.
     Models(transfer::ModelsArgs),
+    /// Run one of flint's reproducible experiments; the last line is its results.md.
+    Experiment(experiment::ExperimentArgs),
 }
 
 /// Compute backend.
@@ -578,5 +581,6 @@ pub fn run(cli: &Cli) -> Result<(), String> {
         Command::Info(args) => run_info(args),
         Command::Finetune(args) => transfer::run_finetune(args),
         Command::Models(args) => transfer::run_models(args),
+        Command::Experiment(args) => experiment::run_experiment(args),
     }
 }

@@ -1,0 +1,185 @@
+//! `flint experiment`: flint's reproducible experiments (crate `flint-experiments`).
+
+use std::path::PathBuf;
+
+use burn::config::Config as _;
+use clap::{Args, Subcommand};
+use flint_experiments::TransferExperimentConfig;
+
+use crate::ComputeArgs;
+
+/// `flint experiment`.
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    /// Which experiment.
+    #[command(subcommand)]
+    pub experiment: ExperimentCommand,
+}
+
+/// The experiments.
+#[derive(Subcommand, Debug)]
+pub enum ExperimentCommand {
+    /// Protocol T2 of reference.md: Fashion-MNIST classes 0-4 -> 5-9 with N labelled images per
+    /// class; from scratch, frozen backbone and fine-tuning, with and without head dropout.
+    /// Writes results.md, results.json and transfer.png; the last line is results.md's path.
+    Transfer(Box<TransferArgs>),
+}
+
+/// `flint experiment transfer`.
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    /// A seconds-long smoke run (N = 10, one seed, tiny subsets): checks the pipeline, not a
+    /// result. Other flags override its values.
+    #[arg(long)]
+    pub quick: bool,
+    /// Output folder (default runs/transfer, or runs/transfer-quick). Rerunning with the same
+    /// configuration reuses the finished runs in it.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// A configuration JSON (e.g. a previous experiment.json); flags override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Number of seeds.
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// First seed.
+    #[arg(long)]
+    pub first_seed: Option<u64>,
+    /// Labelled target images per class (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub shots: Option<Vec<usize>>,
+    /// Source training epochs.
+    #[arg(long)]
+    pub source_epochs: Option<usize>,
+    /// Train the source model on this many images only.
+    #[arg(long)]
+    pub source_limit: Option<usize>,
+    /// One source model for all seeds (default: one per seed).
+    #[arg(long)]
+    pub shared_source: bool,
+    /// Target training epochs (every method).
+    #[arg(long)]
+    pub target_epochs: Option<usize>,
+    /// Target batch size.
+    #[arg(long)]
+    pub target_batch_size: Option<usize>,
+    /// Learning rate (the head's; Adam).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Fine-tuning: the backbone's learning rate as a fraction of the head's.
+    #[arg(long)]
+    pub backbone_lr_factor: Option<f64>,
+    /// Dropout rate of the heads with dropout.
+    #[arg(long)]
+    pub head_dropout: Option<f64>,
+    /// Evaluate on this many test images only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Keep every target run's checkpoints (about 8 MB each).
+    #[arg(long)]
+    pub keep_checkpoints: bool,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+impl TransferArgs {
+    /// The configuration these flags describe.
+    pub fn to_config(&self) -> Result<TransferExperimentConfig, String> {
+        let mut c = match &self.config {
+            Some(path) => TransferExperimentConfig::load(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+            None if self.quick => TransferExperimentConfig::quick(),
+            None => TransferExperimentConfig::new(),
+        };
+        if let Some(v) = self.seeds {
+            c.seeds = v;
+        }
+        if let Some(v) = self.first_seed {
+            c.first_seed = v;
+        }
+        if let Some(v) = &self.shots {
+            c.shots = v.clone();
+        }
+        if let Some(v) = self.source_epochs {
+            c.source_epochs = v;
+        }
+        if let Some(v) = self.source_limit {
+            c.source_limit = Some(v);
+        }
+        if self.shared_source {
+            c.shared_source = true;
+        }
+        if let Some(v) = self.target_epochs {
+            c.target_epochs = v;
+        }
+        if let Some(v) = self.target_batch_size {
+            c.target_batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            c.optimizer.lr = v;
+        }
+        if let Some(v) = self.backbone_lr_factor {
+            c.backbone_lr_factor = v;
+        }
+        if let Some(v) = self.head_dropout {
+            c.head_dropout = v;
+        }
+        if let Some(v) = self.test_limit {
+            c.test_limit = Some(v);
+        }
+        if self.keep_checkpoints {
+            c.keep_checkpoints = true;
+        }
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+}
+
+/// Runs `flint experiment`.
+pub fn run_experiment(args: &ExperimentArgs) -> Result<(), String> {
+    match &args.experiment {
+        ExperimentCommand::Transfer(args) => run_transfer(args),
+    }
+}
+
+fn run_transfer(args: &TransferArgs) -> Result<(), String> {
+    let config = args.to_config()?;
+    let device = args.compute.setup()?;
+    let output = args.output.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(if args.quick {
+            "transfer-quick"
+        } else {
+            "transfer"
+        })
+    });
+    let locator = args.compute.locator();
+    let train =
+        flint_data::fashion_mnist(flint_data::Split::Train, &locator).map_err(|e| e.to_string())?;
+    let test =
+        flint_data::fashion_mnist(flint_data::Split::Test, &locator).map_err(|e| e.to_string())?;
+    eprintln!(
+        "experiment transfer: {} seed(s), N = {:?}, {} source / {} target epochs -> {}",
+        config.seeds,
+        config.shots,
+        config.source_epochs,
+        config.target_epochs,
+        output.display()
+    );
+    let results = flint_experiments::run_transfer_experiment_on(
+        &config,
+        &train,
+        &test,
+        &output,
+        &device,
+        &mut |line| eprintln!("{line}"),
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "done in {:.0} s; plot {}, raw results {}",
+        results.wall_secs,
+        results.plot_png.display(),
+        results.results_json.display()
+    );
+    println!("{}", results.results_md.display());
+    Ok(())
+}
