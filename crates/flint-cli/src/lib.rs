@@ -157,6 +157,26 @@ pub enum ScheduleArg {
     Step,
 }
 
+impl From<OptimizerArg> for OptimizerKind {
+    fn from(arg: OptimizerArg) -> Self {
+        match arg {
+            OptimizerArg::Sgd => OptimizerKind::Sgd,
+            OptimizerArg::Adam => OptimizerKind::Adam,
+            OptimizerArg::Adamw => OptimizerKind::AdamW,
+        }
+    }
+}
+
+impl From<ScheduleArg> for ScheduleKind {
+    fn from(arg: ScheduleArg) -> Self {
+        match arg {
+            ScheduleArg::Constant => ScheduleKind::Constant,
+            ScheduleArg::Cosine => ScheduleKind::Cosine,
+            ScheduleArg::Step => ScheduleKind::Step,
+        }
+    }
+}
+
 /// `flint train`.
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
@@ -278,11 +298,7 @@ impl TrainArgs {
         }
         let o = &mut config.optimizer;
         if let Some(v) = self.optimizer {
-            o.kind = match v {
-                OptimizerArg::Sgd => OptimizerKind::Sgd,
-                OptimizerArg::Adam => OptimizerKind::Adam,
-                OptimizerArg::Adamw => OptimizerKind::AdamW,
-            };
+            o.kind = v.into();
         }
         if let Some(v) = self.lr {
             o.lr = v;
@@ -301,11 +317,7 @@ impl TrainArgs {
         }
         let s = &mut config.schedule;
         if let Some(v) = self.schedule {
-            s.kind = match v {
-                ScheduleArg::Constant => ScheduleKind::Constant,
-                ScheduleArg::Cosine => ScheduleKind::Cosine,
-                ScheduleArg::Step => ScheduleKind::Step,
-            };
+            s.kind = v.into();
         }
         if let Some(v) = self.warmup {
             s.warmup_epochs = v;

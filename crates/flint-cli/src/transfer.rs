@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use flint_train::{OptimizerKind, ProgressMode, ScheduleKind};
+use flint_train::ProgressMode;
 use flint_transfer::{FinetuneConfig, FinetuneOptions, Strategy};
 
 use crate::{ComputeArgs, OptimizerArg, ScheduleArg};
@@ -107,11 +107,7 @@ impl FinetuneArgs {
             c.batch_size = v;
         }
         if let Some(v) = self.optimizer {
-            c.optimizer.kind = match v {
-                OptimizerArg::Sgd => OptimizerKind::Sgd,
-                OptimizerArg::Adam => OptimizerKind::Adam,
-                OptimizerArg::Adamw => OptimizerKind::AdamW,
-            };
+            c.optimizer.kind = v.into();
         }
         if let Some(v) = self.lr {
             c.optimizer.lr = v;
@@ -123,11 +119,7 @@ impl FinetuneArgs {
             c.optimizer.weight_decay = v;
         }
         if let Some(v) = self.schedule {
-            c.schedule.kind = match v {
-                ScheduleArg::Constant => ScheduleKind::Constant,
-                ScheduleArg::Cosine => ScheduleKind::Cosine,
-                ScheduleArg::Step => ScheduleKind::Step,
-            };
+            c.schedule.kind = v.into();
         }
         if let Some(v) = self.step_size {
             c.schedule.step_size = v;

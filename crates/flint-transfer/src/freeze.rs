@@ -22,66 +22,90 @@ pub struct ParamInfo {
     pub trainable: bool,
 }
 
+/// Walks a module, calling `on_param(path, param)` for every float parameter and
+/// `on_flag(layer_path, flag_id)` for every training flag, with `.`-joined module paths.
+struct PathWalker<P, F> {
+    stack: Vec<String>,
+    on_param: P,
+    on_flag: F,
+}
+
+impl<P, F> ModuleVisitor for PathWalker<P, F>
+where
+    P: FnMut(&str, ParamId, Vec<usize>, bool),
+    F: FnMut(&str, ParamId),
+{
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        (self.on_param)(
+            &self.stack.join("."),
+            param.id,
+            param.shape().to_vec(),
+            param.is_require_grad(),
+        );
+    }
+    fn visit_flag(&mut self, flag: &Param<burn::module::Flag>) {
+        // The flag's own name (`training`) is the last element: report its layer's path.
+        let layer = self.stack[..self.stack.len().saturating_sub(1)].join(".");
+        (self.on_flag)(&layer, flag.id);
+    }
+}
+
+fn walk<M: Module>(
+    module: &M,
+    on_param: impl FnMut(&str, ParamId, Vec<usize>, bool),
+    on_flag: impl FnMut(&str, ParamId),
+) {
+    module.visit(&mut PathWalker {
+        stack: Vec::new(),
+        on_param,
+        on_flag,
+    });
+}
+
 /// Every float parameter of `module` in declaration order, with its path and whether it
 /// trains.
 pub fn parameters<M: Module>(module: &M) -> Vec<ParamInfo> {
-    struct Collect {
-        stack: Vec<String>,
-        out: Vec<ParamInfo>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.stack.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.stack.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.out.push(ParamInfo {
-                path: self.stack.join("."),
-                shape: param.shape().to_vec(),
-                trainable: param.is_require_grad(),
-            });
-        }
-    }
-    let mut c = Collect {
-        stack: Vec::new(),
-        out: Vec::new(),
-    };
-    module.visit(&mut c);
-    c.out
+    let mut out = Vec::new();
+    walk(
+        module,
+        |path, _, shape, trainable| {
+            out.push(ParamInfo {
+                path: path.to_string(),
+                shape,
+                trainable,
+            })
+        },
+        |_, _| {},
+    );
+    out
+}
+
+fn compile(pattern: &str) -> Result<regex::Regex, TransferError> {
+    regex::Regex::new(pattern)
+        .map_err(|e| TransferError::Invalid(format!("bad parameter pattern `{pattern}`: {e}")))
 }
 
 /// The ids of the float parameters whose path matches `pattern` (a regular expression,
 /// searched anywhere in the path, so `^backbone\.` or `conv`).
 pub fn matching_ids<M: Module>(module: &M, pattern: &str) -> Result<Vec<ParamId>, TransferError> {
-    let re = regex::Regex::new(pattern)
-        .map_err(|e| TransferError::Invalid(format!("bad parameter pattern `{pattern}`: {e}")))?;
-    struct Collect<'a> {
-        re: &'a regex::Regex,
-        stack: Vec<String>,
-        ids: Vec<ParamId>,
-    }
-    impl ModuleVisitor for Collect<'_> {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.stack.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.stack.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if self.re.is_match(&self.stack.join(".")) {
-                self.ids.push(param.id);
+    let re = compile(pattern)?;
+    let mut ids = Vec::new();
+    walk(
+        module,
+        |path, id, _, _| {
+            if re.is_match(path) {
+                ids.push(id);
             }
-        }
-    }
-    let mut c = Collect {
-        re: &re,
-        stack: Vec::new(),
-        ids: Vec::new(),
-    };
-    module.visit(&mut c);
-    Ok(c.ids)
+        },
+        |_, _| {},
+    );
+    Ok(ids)
 }
 
 /// A parameter group of the parameters matching `pattern`. It is an error when nothing
@@ -113,42 +137,26 @@ pub fn unfreeze<M: Module>(module: M, pattern: &str) -> Result<M, TransferError>
 /// so freezing a batch norm's weights also puts it in inference mode.
 fn group_with_flags<M: Module>(module: &M, pattern: &str) -> Result<ParamGroup, TransferError> {
     let params = group(module, pattern)?;
-    let re = regex::Regex::new(pattern).expect("checked by group()");
-    struct Flags<'a> {
-        re: &'a regex::Regex,
-        stack: Vec<String>,
-        ids: Vec<ParamId>,
-    }
-    impl ModuleVisitor for Flags<'_> {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.stack.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.stack.pop();
-        }
-        fn visit_flag(&mut self, flag: &Param<burn::module::Flag>) {
-            // The flag's path is its layer's path plus `training`; it goes with the layer when
-            // any parameter under the layer matches, i.e. when the layer's own path matches
-            // (`conv` or `^backbone\.`) or the pattern names one of its tensors.
-            let layer = self.stack[..self.stack.len().saturating_sub(1)].join(".");
-            let matched = self.re.is_match(&layer)
+    let re = compile(pattern)?;
+    let mut flags = Vec::new();
+    walk(
+        module,
+        |_, _, _, _| {},
+        |layer, id| {
+            // A flag goes with its layer when the layer's own path matches (`conv`,
+            // `^backbone\.`) or the pattern names one of its tensors.
+            let matched = re.is_match(layer)
                 || ["gamma", "beta", "weight", "bias"]
                     .iter()
-                    .any(|p| self.re.is_match(&format!("{layer}.{p}")));
+                    .any(|p| re.is_match(&format!("{layer}.{p}")));
             if matched {
-                self.ids.push(flag.id);
+                flags.push(id);
             }
-        }
-    }
-    let mut f = Flags {
-        re: &re,
-        stack: Vec::new(),
-        ids: Vec::new(),
-    };
-    module.visit(&mut f);
-    Ok(if f.ids.is_empty() {
+        },
+    );
+    Ok(if flags.is_empty() {
         params
     } else {
-        params.fuse(&ParamGroup::from_ids(f.ids))
+        params.fuse(&ParamGroup::from_ids(flags))
     })
 }
