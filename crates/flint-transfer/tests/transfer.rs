@@ -12,8 +12,7 @@ use flint_data::{LabelledSet, Locator, Split};
 use flint_models::{MnistCnnBn, MnistCnnBnConfig};
 use flint_transfer::finetune::group_rates;
 use flint_transfer::{
-    Backbone, CacheStatus, FinetuneConfig, FinetuneOptions, Head, LoadOptions, Strategy,
-    TransferError, TransferModel, freeze, load_weights,
+    Backbone, Head, LoadOptions, TransferError, TransferModel, freeze, load_weights,
 };
 
 use common::{data_dir, file_or_skip, models_dir, skip};
@@ -409,6 +408,8 @@ fn mnist_cnn_bn_agrees_with_its_onnx_export() {
 #[cfg(flint_model_mobilenetv2)]
 #[test]
 fn hymenoptera_feature_extraction_beats_floor_and_reuses_the_cache() {
+    use flint_transfer::{CacheStatus, FinetuneConfig, FinetuneOptions, Strategy};
+
     let data = data_dir().join("hymenoptera");
     if !data.join("train").is_dir() {
         return skip(&format!("{} is missing", data.display()));
