@@ -379,8 +379,12 @@ pub fn finetune_on(
     options: &FinetuneOptions,
 ) -> Result<FinetuneOutcome, TransferError> {
     let start = Instant::now();
+    config.validate()?;
+    // Everything that can fail on the user's input fails before the run directory exists, so a
+    // corrected command can reuse the same --output.
+    let pretrained = load_pretrained(&config.pretrained, &options.device.clone().autodiff())?;
+    data.check_input(&pretrained.input)?;
     let (run, device, train_device) = RunContext::begin(config, data, options)?;
-    let pretrained = load_pretrained(&config.pretrained, &train_device)?;
     if let Some(report) = &pretrained.load_report {
         run.progress.info(&report.to_string());
     }
@@ -397,6 +401,8 @@ pub fn finetune_with(
     options: &FinetuneOptions,
 ) -> Result<FinetuneOutcome, TransferError> {
     let start = Instant::now();
+    config.validate()?;
+    data.check_input(&pretrained.input)?;
     let (run, device, train_device) = RunContext::begin(config, data, options)?;
     run.run(pretrained, options, &device, &train_device, start)
 }
@@ -415,7 +421,10 @@ impl<'a> RunContext<'a> {
             PathBuf::from("runs").join(format!("finetune-{}-{stamp}", config.strategy.name()))
         });
         if run_dir.join("config.json").exists() {
-            return Err(flint_train::TrainError::RunExists(run_dir).into());
+            return Err(TransferError::Invalid(format!(
+                "{} already holds a run (config.json); choose another --output",
+                run_dir.display()
+            )));
         }
         std::fs::create_dir_all(&run_dir).map_err(|e| TransferError::io(&run_dir, e))?;
         let run_config = RunConfig {
@@ -460,8 +469,6 @@ impl<'a> RunContext<'a> {
     ) -> Result<FinetuneOutcome, TransferError> {
         let run = &mut self;
         let config = run.config;
-        let data = run.data;
-        data.check_input(&pretrained.input)?;
         let final_val = match config.strategy {
             Strategy::FeatureExtract => run.feature_extract(pretrained, options, device)?,
             Strategy::Finetune | Strategy::Gradual => {

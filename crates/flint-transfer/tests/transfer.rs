@@ -490,3 +490,29 @@ fn unfreezing_the_backbone_reactivates_its_dropout() {
     let m = freeze::unfreeze(m, r"^backbone\.").unwrap();
     assert!(varies(&m), "unfrozen dropout is active again");
 }
+
+/// A run that cannot start (a grey-image backbone for an RGB folder) fails before writing its
+/// run directory, so the corrected command can use the same --output.
+#[test]
+fn a_run_that_cannot_start_leaves_no_run_directory() {
+    let data = data_dir().join("hymenoptera");
+    if !data.join("train").is_dir() {
+        return skip(&format!("{} is missing", data.display()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let config = flint_transfer::FinetuneConfig::new("mnist-cnn-bn".into(), data);
+    let options = flint_transfer::FinetuneOptions {
+        output: Some(out.clone()),
+        progress: flint_train::ProgressMode::Silent,
+        ..Default::default()
+    };
+    let err = flint_transfer::finetune(&config, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("image folders need an RGB backbone") || err.contains("not found"),
+        "{err}"
+    );
+    assert!(!out.join("config.json").exists());
+}
