@@ -71,19 +71,11 @@ pub fn file_sha256(path: &Path) -> Result<String, TrainError> {
         .collect())
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` through a synced temporary file and a rename (flint-data's
+/// [`write_atomic`](flint_data::download::write_atomic)): a crash leaves the old file or the new
+/// one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            TrainError::io(path, e)
-        })
+    Ok(flint_data::download::write_atomic(path, bytes)?)
 }
 
 /// Saves a checkpoint into `dir` (e.g. `run/checkpoints/last`), replacing it atomically.
