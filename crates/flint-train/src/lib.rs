@@ -32,7 +32,7 @@ pub use config::{
 };
 pub use error::TrainError;
 pub use memory::{ResidentMemory, resident_memory};
-pub use metrics::{ConfusionMatrix, EpochMetrics, EvalReport};
+pub use metrics::{ConfusionMatrix, EpochMetrics, EpochTally, EvalAccumulator, EvalReport};
 pub use progress::ProgressMode;
 pub use trainer::{
     RunData, RunOptions, RunOutcome, check_model_fits, evaluate, load_data, load_trained, resume,

@@ -1,6 +1,13 @@
-//! Per-epoch metrics, evaluation reports and the confusion matrix.
+//! Per-epoch metrics, evaluation reports and the confusion matrix, and the running totals that
+//! produce them ([`EpochTally`] while training, [`EvalAccumulator`] while evaluating).
 
+use std::time::Instant;
+
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
+
+use crate::memory::resident_memory;
 
 /// What one epoch measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +130,137 @@ pub struct EvalReport {
     pub samples_per_sec: f64,
 }
 
+/// The running totals of a training epoch: mean loss, accuracy and throughput so far.
+#[derive(Debug, Clone)]
+pub struct EpochTally {
+    loss_sum: f64,
+    correct: i64,
+    seen: usize,
+    start: Instant,
+}
+
+impl EpochTally {
+    /// Starts the epoch's clock.
+    pub fn start() -> Self {
+        Self {
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            start: Instant::now(),
+        }
+    }
+
+    /// Records a batch: its mean loss, its logits `[n, classes]` and targets `[n]`.
+    pub fn add(&mut self, loss: f32, logits: Tensor<2>, targets: Tensor<1, Int>) {
+        let n = targets.dims()[0];
+        let hits: i64 = logits
+            .argmax(1)
+            .reshape([n])
+            .equal(targets)
+            .int()
+            .sum()
+            .into_scalar();
+        self.loss_sum += loss as f64 * n as f64;
+        self.correct += hits;
+        self.seen += n;
+    }
+
+    /// Mean loss so far.
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.seen.max(1) as f64
+    }
+
+    /// Accuracy so far.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.seen.max(1) as f64
+    }
+
+    /// Samples per second so far.
+    pub fn samples_per_sec(&self) -> f64 {
+        self.seen as f64 / self.start.elapsed().as_secs_f64()
+    }
+
+    /// Seconds since the epoch started.
+    pub fn secs(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// The epoch's metrics, with `eval` as its validation result and `train_secs` as the
+    /// training time (taken before evaluating); reads the resident memory now.
+    pub fn metrics(
+        &self,
+        epoch: usize,
+        lr: f64,
+        train_secs: f64,
+        eval: &EvalReport,
+    ) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            train_loss: self.loss(),
+            train_accuracy: self.accuracy(),
+            val_loss: eval.loss,
+            val_accuracy: eval.accuracy,
+            lr,
+            samples_per_sec: self.seen as f64 / train_secs,
+            train_secs,
+            rss_mib: resident_memory().map_or(0.0, |m| m.current_mib),
+        }
+    }
+}
+
+/// Builds an [`EvalReport`] batch by batch: cross-entropy, confusion matrix, throughput.
+#[derive(Debug)]
+pub struct EvalAccumulator {
+    ce: CrossEntropyLoss,
+    confusion: ConfusionMatrix,
+    loss_sum: f64,
+    start: Instant,
+}
+
+impl EvalAccumulator {
+    /// An empty evaluation over `classes` classes, starting its clock.
+    pub fn new(classes: usize, device: &Device) -> Self {
+        Self {
+            ce: CrossEntropyLossConfig::new().init(device),
+            confusion: ConfusionMatrix::new(classes),
+            loss_sum: 0.0,
+            start: Instant::now(),
+        }
+    }
+
+    /// Records a batch of logits `[n, classes]` against targets `[n]`.
+    pub fn add(&mut self, logits: Tensor<2>, targets: Tensor<1, Int>) {
+        let n = targets.dims()[0];
+        let loss: f32 = self
+            .ce
+            .forward(logits.clone(), targets.clone())
+            .into_scalar();
+        self.loss_sum += loss as f64 * n as f64;
+        self.confusion
+            .add(&ints(targets), &ints(logits.argmax(1).reshape([n])));
+    }
+
+    /// The report, with the classes' names.
+    pub fn finish(self, class_names: Vec<String>) -> EvalReport {
+        let total = self.confusion.total();
+        EvalReport {
+            loss: self.loss_sum / total.max(1) as f64,
+            accuracy: self.confusion.accuracy(),
+            per_class_accuracy: self.confusion.per_class_accuracy(),
+            class_names,
+            samples_per_sec: total as f64 / self.start.elapsed().as_secs_f64(),
+            confusion: self.confusion,
+        }
+    }
+}
+
+fn ints(t: Tensor<1, Int>) -> Vec<i64> {
+    t.into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("converted to i64")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +274,32 @@ mod tests {
         assert!((m.accuracy() - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(m.per_class_accuracy(), vec![0.5, 1.0, 2.0 / 3.0]);
         assert_eq!(m.counts[2][0], 1);
+    }
+
+    #[test]
+    fn tally_and_accumulator_count_like_by_hand() {
+        use burn::tensor::TensorData;
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![2.0f32, 0.0, 0.0, 1.0, 3.0, 0.0], [3, 2]),
+            &device,
+        );
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 1], [3]), &device);
+        let mut tally = EpochTally::start();
+        tally.add(0.5, logits.clone(), targets.clone());
+        tally.add(1.0, logits.clone(), targets.clone());
+        assert!((tally.loss() - 0.75).abs() < 1e-12);
+        assert!((tally.accuracy() - 2.0 / 3.0).abs() < 1e-12);
+        let mut eval = EvalAccumulator::new(2, &device);
+        eval.add(logits, targets);
+        let report = eval.finish(vec!["a".into(), "b".into()]);
+        assert_eq!(report.confusion.counts, vec![vec![1, 0], vec![1, 1]]);
+        assert_eq!(report.per_class_accuracy, vec![1.0, 0.5]);
+        // Mean of -log softmax of the target logit over the three rows.
+        let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();
+        let expected =
+            ((lse(2.0, 0.0) - 2.0) + (lse(0.0, 1.0) - 1.0) + (lse(3.0, 0.0) - 0.0)) / 3.0;
+        assert!((report.loss - expected).abs() < 1e-5, "{}", report.loss);
     }
 
     #[test]

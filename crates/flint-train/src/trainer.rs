@@ -16,7 +16,7 @@ use crate::checkpoint::{self, RunState};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::memory::resident_memory;
-use crate::metrics::{ConfusionMatrix, EpochMetrics, EvalReport, metrics_csv};
+use crate::metrics::{EpochMetrics, EpochTally, EvalAccumulator, EvalReport, metrics_csv};
 use crate::optim::{build_optimizer, clip_grad_norm};
 use crate::progress::ProgressMode;
 use crate::report::{plot_curves, write_report};
@@ -167,43 +167,18 @@ pub fn evaluate(
     set: &ImageSet,
     device: &Device,
 ) -> Result<EvalReport, TrainError> {
-    let start = Instant::now();
     let dl = loader(
         set.clone(),
         ImageBatcher::new(),
         &LoaderOptions::new(1000),
         device,
     )?;
-    let ce = CrossEntropyLossConfig::new().init(device);
-    let mut confusion = ConfusionMatrix::new(set.num_classes());
-    let mut loss_sum = 0.0f64;
+    let mut eval = EvalAccumulator::new(set.num_classes(), device);
     for batch in dl.iter() {
         let batch = batch.map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
-        let n = batch.targets.dims()[0];
-        let logits = model.forward(batch.images);
-        let loss: f32 = ce
-            .forward(logits.clone(), batch.targets.clone())
-            .into_scalar();
-        loss_sum += loss as f64 * n as f64;
-        let predictions = ints(logits.argmax(1).reshape([n]));
-        confusion.add(&ints(batch.targets), &predictions);
+        eval.add(model.forward(batch.images), batch.targets);
     }
-    let total = confusion.total();
-    Ok(EvalReport {
-        loss: loss_sum / total.max(1) as f64,
-        accuracy: confusion.accuracy(),
-        per_class_accuracy: confusion.per_class_accuracy(),
-        class_names: set.class_names().to_vec(),
-        confusion,
-        samples_per_sec: total as f64 / start.elapsed().as_secs_f64(),
-    })
-}
-
-fn ints(t: Tensor<1, Int>) -> Vec<i64> {
-    t.into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .expect("converted to i64")
+    Ok(eval.finish(set.class_names().to_vec()))
 }
 
 /// A run directory name: `<dataset>-<model>-<UTC timestamp>`.
@@ -331,12 +306,10 @@ fn run(
             &train_device,
         )?;
         progress.start_epoch(epoch, config.epochs, steps_per_epoch);
-        let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        let mut tally = EpochTally::start();
         let mut lr = config.optimizer.lr;
         for (b, batch) in batches.iter().enumerate() {
             let batch = batch.map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
-            let n = batch.targets.dims()[0];
             lr = config.schedule.lr_at(
                 config.optimizer.lr,
                 (epoch - 1) * steps_per_epoch + b,
@@ -357,40 +330,17 @@ fn run(
                         .then(|| last_dir.clone()),
                 });
             }
-            let hits: i64 = logits
-                .argmax(1)
-                .reshape([n])
-                .equal(batch.targets)
-                .int()
-                .sum()
-                .into_scalar();
+            tally.add(loss_value, logits, batch.targets);
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             if let Some(max_norm) = config.optimizer.clip_grad_norm {
                 clip_grad_norm(&model, &mut grads, max_norm);
             }
             model = optimizer.step(lr, model, grads);
-            loss_sum += loss_value as f64 * n as f64;
-            correct += hits;
-            seen += n;
-            progress.batch(
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-                seen as f64 / epoch_start.elapsed().as_secs_f64(),
-            );
+            progress.batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
         }
-        let train_secs = epoch_start.elapsed().as_secs_f64();
+        let train_secs = tally.secs();
         let eval = evaluate(&model.valid(), &data.eval, &device)?;
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
-            val_loss: eval.loss,
-            val_accuracy: eval.accuracy,
-            lr,
-            samples_per_sec: seen as f64 / train_secs,
-            train_secs,
-            rss_mib: resident_memory().map_or(0.0, |m| m.current_mib),
-        };
+        let metrics = tally.metrics(epoch, lr, train_secs, &eval);
         progress.end_epoch(&metrics, config.epochs, data.eval_name);
         state.history.push(metrics.clone());
         state.epoch = epoch;

@@ -30,7 +30,9 @@ use flint_data::{
 use flint_train::checkpoint::{self, RunState};
 use flint_train::optim::build_optimizer;
 use flint_train::progress::Progress;
-use flint_train::{ConfusionMatrix, EpochMetrics, EvalReport, OptimizerConfig, ProgressMode};
+use flint_train::{
+    EpochMetrics, EpochTally, EvalAccumulator, EvalReport, OptimizerConfig, ProgressMode,
+};
 use flint_train::{OptimizerKind, ScheduleConfig, ScheduleKind, resident_memory};
 
 use crate::backbone::InputSpec;
@@ -608,28 +610,22 @@ impl RunContext<'_> {
             train_device.seed(epoch_seed);
             let order = shuffled(train_features.len(), epoch_seed);
             self.progress.start_epoch(epoch, config.epochs, steps);
-            let t = Instant::now();
-            let (mut loss_sum, mut correct, mut seen, mut lr) = (0.0, 0i64, 0usize, 0.0);
+            let mut tally = EpochTally::start();
+            let mut lr = 0.0;
             for (b, chunk) in order.chunks(config.batch_size).enumerate() {
                 lr = self.lr_at(epoch, b, steps);
                 let (x, y) = feature_batch(&train_features, chunk, &train_device);
                 let logits = head.forward(x);
                 let loss = ce.forward(logits.clone(), y.clone());
-                let (l, hits) = loss_and_hits(&loss, &logits, y, epoch, b)?;
+                tally.add(finite_loss(&loss, epoch, b)?, logits, y);
                 let grads = GradientsParams::from_grads(loss.backward(), &head);
                 head = optimizer.step(lr, head, grads);
-                loss_sum += l * chunk.len() as f64;
-                correct += hits;
-                seen += chunk.len();
-                self.progress.batch(
-                    loss_sum / seen as f64,
-                    correct as f64 / seen as f64,
-                    seen as f64 / t.elapsed().as_secs_f64(),
-                );
+                self.progress
+                    .batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
             }
-            let train_secs = t.elapsed().as_secs_f64();
+            let train_secs = tally.secs();
             let eval = eval_features(&head.valid(), &val_features, &classes, device);
-            let improved = self.end_epoch(epoch, loss_sum, correct, seen, lr, train_secs, &eval)?;
+            let improved = self.end_epoch(tally.metrics(epoch, lr, train_secs, &eval))?;
             if improved {
                 best_head = head.clone();
             }
@@ -731,30 +727,23 @@ impl RunContext<'_> {
                 train_device,
             )?;
             self.progress.start_epoch(epoch, config.epochs, steps);
-            let t = Instant::now();
-            let (mut loss_sum, mut correct, mut seen, mut lr) = (0.0, 0i64, 0usize, 0.0);
+            let mut tally = EpochTally::start();
+            let mut lr = 0.0;
             for (b, batch) in dl.iter().enumerate() {
                 let batch = batch.map_err(|e| TransferError::Invalid(format!("loading: {e}")))?;
-                let n = batch.targets.dims()[0];
                 lr = self.lr_at(epoch, b, steps);
                 let logits = model.forward(batch.images);
                 let loss = ce.forward(logits.clone(), batch.targets.clone());
-                let (l, hits) = loss_and_hits(&loss, &logits, batch.targets, epoch, b)?;
+                tally.add(finite_loss(&loss, epoch, b)?, logits, batch.targets);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 let rates = group_rates(lr, config.backbone_lr_factor, &backbone_group);
                 model = optimizer.step(rates, model, grads);
-                loss_sum += l * n as f64;
-                correct += hits;
-                seen += n;
-                self.progress.batch(
-                    loss_sum / seen as f64,
-                    correct as f64 / seen as f64,
-                    seen as f64 / t.elapsed().as_secs_f64(),
-                );
+                self.progress
+                    .batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
             }
-            let train_secs = t.elapsed().as_secs_f64();
+            let train_secs = tally.secs();
             let eval = self.evaluate(&model.valid(), &input, device)?;
-            let improved = self.end_epoch(epoch, loss_sum, correct, seen, lr, train_secs, &eval)?;
+            let improved = self.end_epoch(tally.metrics(epoch, lr, train_secs, &eval))?;
             if improved {
                 checkpoint::save(
                     &self.run_dir.join("checkpoints").join("best"),
@@ -796,28 +785,8 @@ impl RunContext<'_> {
     }
 
     /// Records an epoch; returns whether validation accuracy improved.
-    #[allow(clippy::too_many_arguments)]
-    fn end_epoch(
-        &mut self,
-        epoch: usize,
-        loss_sum: f64,
-        correct: i64,
-        seen: usize,
-        lr: f64,
-        train_secs: f64,
-        eval: &EvalReport,
-    ) -> Result<bool, TransferError> {
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
-            val_loss: eval.loss,
-            val_accuracy: eval.accuracy,
-            lr,
-            samples_per_sec: seen as f64 / train_secs,
-            train_secs,
-            rss_mib: resident_memory().map_or(0.0, |m| m.current_mib),
-        };
+    fn end_epoch(&mut self, metrics: EpochMetrics) -> Result<bool, TransferError> {
+        let (epoch, val_accuracy) = (metrics.epoch, metrics.val_accuracy);
         self.progress.end_epoch(&metrics, self.config.epochs, "val");
         self.state.history.push(metrics);
         self.state.epoch = epoch;
@@ -825,11 +794,11 @@ impl RunContext<'_> {
             &self.run_dir.join("metrics.csv"),
             flint_train::metrics::metrics_csv(&self.state.history).as_bytes(),
         )?;
-        let improved = eval.accuracy > self.best_val.0;
+        let improved = val_accuracy > self.best_val.0;
         if improved {
-            self.best_val = (eval.accuracy, epoch);
+            self.best_val = (val_accuracy, epoch);
             self.state.best_epoch = Some(epoch);
-            self.state.best_monitor = Some(eval.accuracy);
+            self.state.best_monitor = Some(val_accuracy);
         }
         Ok(improved)
     }
@@ -947,33 +916,20 @@ fn feature_batch(f: &Features, rows: &[usize], device: &Device) -> (Tensor<2>, T
     )
 }
 
-fn loss_and_hits(
-    loss: &Tensor<1>,
-    logits: &Tensor<2>,
-    targets: Tensor<1, Int>,
-    epoch: usize,
-    batch: usize,
-) -> Result<(f64, i64), TransferError> {
+/// The batch's loss as a number, or the error that stops a run whose loss is not finite.
+fn finite_loss(loss: &Tensor<1>, epoch: usize, batch: usize) -> Result<f32, TransferError> {
     let l: f32 = loss.clone().into_scalar();
-    if !l.is_finite() {
-        return Err(flint_train::TrainError::NonFinite {
+    if l.is_finite() {
+        Ok(l)
+    } else {
+        Err(flint_train::TrainError::NonFinite {
             epoch,
             batch: batch + 1,
             loss: l,
             checkpoint: None,
         }
-        .into());
+        .into())
     }
-    let n = targets.dims()[0];
-    let hits: i64 = logits
-        .clone()
-        .argmax(1)
-        .reshape([n])
-        .equal(targets)
-        .int()
-        .sum()
-        .into_scalar();
-    Ok((l as f64, hits))
 }
 
 /// Backbone features of every batch of `dl`.
@@ -999,7 +955,16 @@ pub fn extract(
                 .try_to_vec::<f32>()
                 .expect("converted to f32"),
         );
-        labels.extend(ints(batch.targets).into_iter().map(|l| l as u32));
+        labels.extend(
+            batch
+                .targets
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .expect("converted to i64")
+                .into_iter()
+                .map(|l| l as u32),
+        );
     }
     Ok(Features {
         dim,
@@ -1009,27 +974,13 @@ pub fn extract(
 }
 
 fn eval_features(head: &Head, f: &Features, classes: &[String], device: &Device) -> EvalReport {
-    let start = Instant::now();
-    let mut confusion = ConfusionMatrix::new(classes.len());
-    let ce = CrossEntropyLossConfig::new().init(device);
-    let mut loss_sum = 0.0;
+    let mut eval = EvalAccumulator::new(classes.len(), device);
     let rows: Vec<usize> = (0..f.len()).collect();
     for chunk in rows.chunks(1000) {
         let (x, y) = feature_batch(f, chunk, device);
-        let logits = head.forward(x);
-        let loss: f32 = ce.forward(logits.clone(), y.clone()).into_scalar();
-        loss_sum += loss as f64 * chunk.len() as f64;
-        let pred = ints(logits.argmax(1).reshape([chunk.len()]));
-        confusion.add(&ints(y), &pred);
+        eval.add(head.forward(x), y);
     }
-    EvalReport {
-        loss: loss_sum / f.len().max(1) as f64,
-        accuracy: confusion.accuracy(),
-        per_class_accuracy: confusion.per_class_accuracy(),
-        class_names: classes.to_vec(),
-        confusion,
-        samples_per_sec: f.len() as f64 / start.elapsed().as_secs_f64(),
-    }
+    eval.finish(classes.to_vec())
 }
 
 /// Accuracy, loss, per-class accuracy and confusion matrix of `forward` over `dl`.
@@ -1039,36 +990,12 @@ pub fn evaluate_loader(
     classes: &[String],
     device: &Device,
 ) -> Result<EvalReport, TransferError> {
-    let start = Instant::now();
-    let mut confusion = ConfusionMatrix::new(classes.len());
-    let ce = CrossEntropyLossConfig::new().init(device);
-    let mut loss_sum = 0.0;
+    let mut eval = EvalAccumulator::new(classes.len(), device);
     for batch in dl.iter() {
         let batch = batch.map_err(|e| TransferError::Invalid(format!("loading: {e}")))?;
-        let n = batch.targets.dims()[0];
-        let logits = forward(batch.images);
-        let loss: f32 = ce
-            .forward(logits.clone(), batch.targets.clone())
-            .into_scalar();
-        loss_sum += loss as f64 * n as f64;
-        confusion.add(&ints(batch.targets), &ints(logits.argmax(1).reshape([n])));
+        eval.add(forward(batch.images), batch.targets);
     }
-    let total = confusion.total();
-    Ok(EvalReport {
-        loss: loss_sum / total.max(1) as f64,
-        accuracy: confusion.accuracy(),
-        per_class_accuracy: confusion.per_class_accuracy(),
-        class_names: classes.to_vec(),
-        confusion,
-        samples_per_sec: total as f64 / start.elapsed().as_secs_f64(),
-    })
-}
-
-fn ints(t: Tensor<1, Int>) -> Vec<i64> {
-    t.into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .expect("converted to i64")
+    Ok(eval.finish(classes.to_vec()))
 }
 
 #[allow(clippy::too_many_arguments)]
