@@ -1,7 +1,5 @@
 //! Accuracy-versus-size plots with error bars, as PNG bytes (written atomically by the caller).
 
-use std::sync::OnceLock;
-
 use plotters::prelude::*;
 
 use crate::error::ExperimentError;
@@ -20,26 +18,6 @@ pub struct Series {
     pub points: Vec<(f64, MeanStd)>,
 }
 
-/// Loads a sans-serif system font for the plot's text, once; `None` when the machine has none
-/// (the plot is then drawn without text).
-fn font() -> Option<&'static str> {
-    static FONT: OnceLock<Option<&'static str>> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        const CANDIDATES: [&str; 5] = [
-            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-            "/usr/share/fonts/TTF/DejaVuSans.ttf",
-            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-            "/System/Library/Fonts/Supplemental/Arial.ttf",
-            "C:\\Windows\\Fonts\\arial.ttf",
-        ];
-        let bytes = CANDIDATES.iter().find_map(|p| std::fs::read(p).ok())?;
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-            .ok()
-            .map(|_| "sans-serif")
-    })
-}
-
 /// Draws `series` against a logarithmic x axis with ticks at `xs`, each point with a ±1 std
 /// error bar (series are shifted slightly sideways so the bars do not hide each other), and
 /// returns the PNG.
@@ -54,7 +32,7 @@ pub fn accuracy_plot_png(
     if xs.is_empty() || xs.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
         return Err(err(format!("x values must be positive, got {xs:?}")));
     }
-    let font = font();
+    let font = flint_train::report::plot_font();
     let mut buffer = vec![0u8; width as usize * height as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();

@@ -54,25 +54,7 @@ pub fn write_report(
     if plot_written {
         let _ = writeln!(md, "![loss and accuracy curves](curves.png)\n");
     }
-    let _ = writeln!(md, "## Epochs\n");
-    let _ = writeln!(
-        md,
-        "| epoch | train loss | train acc | {eval_set} loss | {eval_set} acc | lr | img/s | s |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
-    for m in history {
-        let _ = writeln!(
-            md,
-            "| {} | {:.4} | {:.2} % | {:.4} | {:.2} % | {:.2e} | {:.0} | {:.1} |",
-            m.epoch,
-            m.train_loss,
-            m.train_accuracy * 100.0,
-            m.val_loss,
-            m.val_accuracy * 100.0,
-            m.lr,
-            m.samples_per_sec,
-            m.train_secs
-        );
-    }
+    let _ = writeln!(md, "## Epochs\n\n{}", epoch_table(history, eval_set));
     let _ = writeln!(
         md,
         "\n## Per-class test accuracy\n\n| class | accuracy |\n| --- | ---: |"
@@ -106,9 +88,31 @@ pub fn write_report(
     crate::checkpoint::write_atomic(path, md.as_bytes())
 }
 
-/// Loads a sans-serif system font for the plot's text, once. `None` when the machine has none
-/// of the usual ones: the plot is then drawn without text.
-fn font() -> Option<&'static str> {
+/// The per-epoch markdown table of a report (`eval_set` names the evaluation columns).
+pub fn epoch_table(history: &[EpochMetrics], eval_set: &str) -> String {
+    let mut md = format!(
+        "| epoch | train loss | train acc | {eval_set} loss | {eval_set} acc | lr | img/s | s |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    );
+    for m in history {
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {:.2} % | {:.4} | {:.2} % | {:.2e} | {:.0} | {:.1} |",
+            m.epoch,
+            m.train_loss,
+            m.train_accuracy * 100.0,
+            m.val_loss,
+            m.val_accuracy * 100.0,
+            m.lr,
+            m.samples_per_sec,
+            m.train_secs
+        );
+    }
+    md
+}
+
+/// Registers a sans-serif system font for plots' text, once per process, and returns its family
+/// name. `None` when the machine has none of the usual ones: plots are then drawn without text.
+pub fn plot_font() -> Option<&'static str> {
     static FONT: OnceLock<Option<&'static str>> = OnceLock::new();
     *FONT.get_or_init(|| {
         const CANDIDATES: [&str; 5] = [
@@ -134,7 +138,7 @@ pub fn plot_curves(
     eval_set: &str,
 ) -> Result<bool, TrainError> {
     let err = |e: String| TrainError::Report(format!("plot {}: {e}", path.display()));
-    let font = font();
+    let font = plot_font();
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (1200, 480)).into_drawing_area();

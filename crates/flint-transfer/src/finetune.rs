@@ -1060,23 +1060,10 @@ fn write_report(
     }
     let _ = writeln!(
         md,
-        "## Epochs\n\n| epoch | train loss | train acc | val loss | val acc | lr | img/s | s |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "## Epochs\n\n{}",
+        flint_train::report::epoch_table(history, "val")
     );
-    for m in history {
-        let _ = writeln!(
-            md,
-            "| {} | {:.4} | {:.2} % | {:.4} | {:.2} % | {:.2e} | {:.0} | {:.1} |",
-            m.epoch,
-            m.train_loss,
-            m.train_accuracy * 100.0,
-            m.val_loss,
-            m.val_accuracy * 100.0,
-            m.lr,
-            m.samples_per_sec,
-            m.train_secs
-        );
-    }
-    let _ = writeln!(md, "\n## Per-class accuracy (final model)\n");
+    let _ = writeln!(md, "## Per-class accuracy (final model)\n");
     for (name, acc) in final_val
         .class_names
         .iter()
