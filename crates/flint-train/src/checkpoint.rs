@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::TrainError;
 use crate::metrics::EpochMetrics;
@@ -62,13 +61,9 @@ impl RunState {
     }
 }
 
-/// Hex SHA-256 of a file.
+/// Hex SHA-256 of a file (flint-data's streamed [`sha256_file`](flint_data::download::sha256_file)).
 pub fn file_sha256(path: &Path) -> Result<String, TrainError> {
-    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(flint_data::download::sha256_file(path)?)
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename (flint-data's

@@ -342,8 +342,10 @@ fn from_run(dir: &Path, device: &Device) -> Result<Pretrained, TransferError> {
             )));
         }
     };
-    let weights_id = flint_data::download::sha256_file(&dir.join("config.json"))?
-        + &flint_train::checkpoint::file_sha256(&dir.join("result.json")).unwrap_or_default();
+    // The configuration and the final result identify a finished run's weights.
+    let sha = flint_data::download::sha256_file;
+    let weights_id =
+        sha(&dir.join("config.json"))? + &sha(&dir.join("result.json")).unwrap_or_default();
     Ok(Pretrained {
         name: dir.display().to_string(),
         backbone: Backbone::Flint(model),
