@@ -10,7 +10,8 @@ use burn::prelude::*;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flint_models::ModelConfig;
 use flint_train::{
-    EarlyStoppingConfig, OptimizerKind, ProgressMode, RunOptions, ScheduleKind, TrainConfig,
+    EarlyStoppingConfig, OptimizerKind, ProgressMode, RegularizationConfig, RunOptions, ScheduleKind,
+    TrainConfig,
     TrainError,
 };
 
@@ -223,6 +224,15 @@ pub struct TrainArgs {
     /// Clip the global gradient norm.
     #[arg(long)]
     pub clip_grad_norm: Option<f64>,
+    /// L1 penalty on the weights (added to the loss: l1 * sum |w|).
+    #[arg(long)]
+    pub l1: Option<f64>,
+    /// L2 penalty on the weights (added to the loss: l2 * sum w^2; Keras' l2(..)).
+    #[arg(long)]
+    pub l2: Option<f64>,
+    /// Max-norm constraint on each unit's incoming weight vector (Srivastava et al. 2014).
+    #[arg(long)]
+    pub max_norm: Option<f64>,
     /// Dropout rate (MLP: after every hidden layer; CNN: before the classifier).
     #[arg(long)]
     pub dropout: Option<f64>,
@@ -357,6 +367,20 @@ impl TrainArgs {
         }
         if let Some(p) = self.early_stopping {
             config.early_stopping = Some(EarlyStoppingConfig::new(p));
+        }
+        if self.l1.is_some() || self.l2.is_some() || self.max_norm.is_some() {
+            let r = config
+                .regularization
+                .get_or_insert_with(RegularizationConfig::new);
+            if let Some(v) = self.l1 {
+                r.l1 = v;
+            }
+            if let Some(v) = self.l2 {
+                r.l2 = v;
+            }
+            if self.max_norm.is_some() {
+                r.max_norm = self.max_norm;
+            }
         }
         // Data sets with other image shapes adapt the reference models' input.
         if config.dataset.eq_ignore_ascii_case("cifar-10")

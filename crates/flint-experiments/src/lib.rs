@@ -7,6 +7,8 @@
 //!   and without dropout in the head.
 
 pub mod error;
+pub mod fit;
+pub mod output;
 pub mod plot;
 pub mod stats;
 pub mod transfer;

@@ -1,4 +1,5 @@
-//! Accuracy-versus-size plots with error bars, as PNG bytes (written atomically by the caller).
+//! Line plots with error bars (accuracy against size, rate, steps, samples), as PNG bytes
+//! (written atomically by the caller).
 
 use plotters::prelude::*;
 
@@ -18,6 +19,53 @@ pub struct Series {
     pub points: Vec<(f64, MeanStd)>,
 }
 
+/// Where a plot's legend goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legend {
+    /// Top left corner.
+    UpperLeft,
+    /// Top right corner.
+    UpperRight,
+    /// Bottom left corner.
+    LowerLeft,
+    /// Bottom right corner.
+    LowerRight,
+}
+
+impl Legend {
+    fn position(self) -> SeriesLabelPosition {
+        match self {
+            Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Legend::UpperRight => SeriesLabelPosition::UpperRight,
+            Legend::LowerLeft => SeriesLabelPosition::LowerLeft,
+            Legend::LowerRight => SeriesLabelPosition::LowerRight,
+        }
+    }
+}
+
+/// The axes and look of a plot.
+#[derive(Debug, Clone)]
+pub struct PlotSpec<'a> {
+    /// Caption.
+    pub title: &'a str,
+    /// X axis description.
+    pub x_desc: &'a str,
+    /// Y axis description.
+    pub y_desc: &'a str,
+    /// Logarithmic x axis (x values must then be positive).
+    pub log_x: bool,
+    /// X tick positions on a logarithmic axis (`None`, and on a linear axis: plotters chooses).
+    pub x_ticks: Option<Vec<f64>>,
+    /// Draw y values times 100 (fractions shown as percentages), clamped to 0..100.
+    pub percent: bool,
+    /// A marker at every point, with its ±1 std error bar (off for long curves).
+    pub markers: bool,
+    /// Where the legend goes.
+    pub legend: Legend,
+    /// Image size in pixels.
+    pub size: (u32, u32),
+}
+
 /// Draws `series` against a logarithmic x axis with ticks at `xs`, each point with a ±1 std
 /// error bar (series are shifted slightly sideways so the bars do not hide each other), and
 /// returns the PNG.
@@ -26,29 +74,70 @@ pub fn accuracy_plot_png(
     x_desc: &str,
     xs: &[f64],
     series: &[Series],
-    (width, height): (u32, u32),
+    size: (u32, u32),
 ) -> Result<Vec<u8>, ExperimentError> {
-    let err = |e: String| ExperimentError::Plot(e);
-    if xs.is_empty() || xs.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
-        return Err(err(format!("x values must be positive, got {xs:?}")));
+    if xs.is_empty() {
+        return Err(ExperimentError::Plot("no x values".into()));
     }
+    line_plot_png(
+        &PlotSpec {
+            title,
+            x_desc,
+            y_desc: "test accuracy (%)",
+            log_x: true,
+            x_ticks: Some(xs.to_vec()),
+            percent: true,
+            markers: true,
+            legend: Legend::LowerRight,
+            size,
+        },
+        series,
+    )
+}
+
+/// Draws `series` as lines as `spec` says and returns the PNG.
+pub fn line_plot_png(spec: &PlotSpec<'_>, series: &[Series]) -> Result<Vec<u8>, ExperimentError> {
+    let err = |e: String| ExperimentError::Plot(e);
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|(x, _)| *x))
+        .chain(spec.x_ticks.iter().flatten().copied())
+        .collect();
+    if xs.is_empty() || xs.iter().any(|x| !x.is_finite() || (spec.log_x && *x <= 0.0)) {
+        return Err(err(format!(
+            "x values must be finite{}, got {xs:?}",
+            if spec.log_x { " and positive" } else { "" }
+        )));
+    }
+    let scale = if spec.percent { 100.0 } else { 1.0 };
+    let (width, height) = spec.size;
     let font = flint_train::report::plot_font();
     let mut buffer = vec![0u8; width as usize * height as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let x_lo = xs.iter().copied().fold(f64::INFINITY, f64::min) / 1.35;
-        let x_hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 1.35;
+        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (x_lo, x_hi) = if spec.log_x {
+            (lo / 1.35, hi * 1.35)
+        } else {
+            let pad = ((hi - lo) * 0.04).max(1e-9);
+            (lo - pad, hi + pad)
+        };
         let (mut y_lo, mut y_hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for (_, v) in series.iter().flat_map(|s| &s.points) {
-            y_lo = y_lo.min((v.mean - v.std) * 100.0);
-            y_hi = y_hi.max((v.mean + v.std) * 100.0);
+            let std = if spec.markers { v.std } else { 0.0 };
+            y_lo = y_lo.min((v.mean - std) * scale);
+            y_hi = y_hi.max((v.mean + std) * scale);
         }
         if !(y_lo.is_finite() && y_hi.is_finite()) {
-            (y_lo, y_hi) = (0.0, 100.0);
+            (y_lo, y_hi) = (0.0, scale);
         }
-        let pad = ((y_hi - y_lo) * 0.08).max(0.5);
-        let (y_lo, y_hi) = ((y_lo - pad).max(0.0), (y_hi + pad).min(100.0));
+        let pad = ((y_hi - y_lo) * 0.08).max(0.005 * scale);
+        let (mut y_lo, mut y_hi) = (y_lo - pad, y_hi + pad);
+        if spec.percent {
+            (y_lo, y_hi) = (y_lo.max(0.0), y_hi.min(100.0));
+        }
 
         let mut builder = ChartBuilder::on(&root);
         builder
@@ -56,85 +145,107 @@ pub fn accuracy_plot_png(
             .x_label_area_size(45)
             .y_label_area_size(60);
         if let Some(f) = font {
-            builder.caption(title, (f, 22));
+            builder.caption(spec.title, (f, 22));
         }
-        let mut chart = builder
-            .build_cartesian_2d(
-                (x_lo..x_hi).log_scale().with_key_points(xs.to_vec()),
-                y_lo..y_hi,
-            )
-            .map_err(|e| err(e.to_string()))?;
-        let mut mesh = chart.configure_mesh();
-        mesh.x_desc(x_desc)
-            .y_desc("test accuracy (%)")
-            .x_label_formatter(&|x| format!("{x:.0}"));
-        if let Some(f) = font {
-            mesh.label_style((f, 15)).axis_desc_style((f, 17));
+        let x_range: Box<dyn Fn(f64, f64) -> f64> = if spec.log_x {
+            Box::new(|x: f64, k: f64| x * k)
         } else {
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw().map_err(|e| err(e.to_string()))?;
-
-        let k = series.len() as f64;
-        for (i, s) in series.iter().enumerate() {
-            let color = RGBColor(s.color.0, s.color.1, s.color.2);
-            let shift = 1.0 + 0.012 * (i as f64 - (k - 1.0) / 2.0);
-            let points: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .map(|(x, v)| (x * shift, v.mean * 100.0))
-                .collect();
-            let style = color.stroke_width(2);
-            let drawn = if s.dashed {
-                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))
-            } else {
-                chart.draw_series(LineSeries::new(points.clone(), style))
-            }
-            .map_err(|e| err(e.to_string()))?;
-            if font.is_some() {
-                let dashed = s.dashed;
-                drawn.label(&s.label).legend(move |(x, y)| {
-                    if dashed {
-                        PathElement::new(vec![(x, y), (x + 8, y)], color.stroke_width(2))
+            Box::new(|x: f64, k: f64| x + (k - 1.0) * (x_hi - x_lo) * 0.5)
+        };
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart.map_err(|e| err(e.to_string()))?;
+                let mut mesh = chart.configure_mesh();
+                mesh.x_desc(spec.x_desc).y_desc(spec.y_desc);
+                let format_x = |x: &f64| {
+                    if x.fract() == 0.0 {
+                        format!("{x:.0}")
                     } else {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                        format!("{x}")
                     }
-                });
-            }
-            // Error bars: a vertical line with caps, and a marker at the mean.
-            for (x, v) in &s.points {
-                let x = x * shift;
-                let (lo, hi) = ((v.mean - v.std) * 100.0, (v.mean + v.std) * 100.0);
-                let cap = 1.008;
-                let bars = [
-                    vec![(x, lo), (x, hi)],
-                    vec![(x / cap, lo), (x * cap, lo)],
-                    vec![(x / cap, hi), (x * cap, hi)],
-                ];
-                chart
-                    .draw_series(
-                        bars.into_iter()
-                            .map(|b| PathElement::new(b, color.stroke_width(1))),
-                    )
+                };
+                mesh.x_label_formatter(&format_x);
+                if let Some(f) = font {
+                    mesh.label_style((f, 15)).axis_desc_style((f, 17));
+                } else {
+                    mesh.disable_x_axis().disable_y_axis();
+                }
+                mesh.draw().map_err(|e| err(e.to_string()))?;
+                let k = series.len() as f64;
+                for (i, s) in series.iter().enumerate() {
+                    let color = RGBColor(s.color.0, s.color.1, s.color.2);
+                    // Shift series sideways a little so error bars do not hide each other.
+                    let shift = if spec.markers {
+                        1.0 + 0.012 * (i as f64 - (k - 1.0) / 2.0)
+                    } else {
+                        1.0
+                    };
+                    let points: Vec<(f64, f64)> = s
+                        .points
+                        .iter()
+                        .map(|(x, v)| (x_range(*x, shift), v.mean * scale))
+                        .collect();
+                    let style = color.stroke_width(2);
+                    let drawn = if s.dashed {
+                        chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))
+                    } else {
+                        chart.draw_series(LineSeries::new(points.clone(), style))
+                    }
                     .map_err(|e| err(e.to_string()))?;
-                chart
-                    .draw_series(std::iter::once(Circle::new(
-                        (x, v.mean * 100.0),
-                        4,
-                        color.filled(),
-                    )))
-                    .map_err(|e| err(e.to_string()))?;
-            }
+                    if font.is_some() {
+                        let dashed = s.dashed;
+                        drawn.label(&s.label).legend(move |(x, y)| {
+                            let end = if dashed { x + 8 } else { x + 20 };
+                            PathElement::new(vec![(x, y), (end, y)], color.stroke_width(2))
+                        });
+                    }
+                    if !spec.markers {
+                        continue;
+                    }
+                    // Error bars: a vertical line with caps, and a marker at the mean.
+                    for (x, v) in &s.points {
+                        let x = x_range(*x, shift);
+                        let (lo, hi) = ((v.mean - v.std) * scale, (v.mean + v.std) * scale);
+                        let (left, right) = (x_range(x, 1.0 / 1.008), x_range(x, 1.008));
+                        let bars = [
+                            vec![(x, lo), (x, hi)],
+                            vec![(left, lo), (right, lo)],
+                            vec![(left, hi), (right, hi)],
+                        ];
+                        chart
+                            .draw_series(
+                                bars.into_iter()
+                                    .map(|b| PathElement::new(b, color.stroke_width(1))),
+                            )
+                            .map_err(|e| err(e.to_string()))?;
+                        chart
+                            .draw_series(std::iter::once(Circle::new(
+                                (x, v.mean * scale),
+                                4,
+                                color.filled(),
+                            )))
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                }
+                if let Some(f) = font {
+                    chart
+                        .configure_series_labels()
+                        .position(spec.legend.position())
+                        .label_font((f, 15))
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK)
+                        .draw()
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }};
         }
-        if let Some(f) = font {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font((f, 15))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
+        match (&spec.x_ticks, spec.log_x) {
+            (Some(ticks), true) => draw!(builder.build_cartesian_2d(
+                (x_lo..x_hi).log_scale().with_key_points(ticks.clone()),
+                y_lo..y_hi
+            )),
+            (None, true) => draw!(builder.build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)),
+            (_, false) => draw!(builder.build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)),
         }
         root.present().map_err(|e| err(e.to_string()))?;
     }
@@ -182,5 +293,23 @@ mod tests {
         let img = image::load_from_memory(&png).unwrap();
         assert_eq!((img.width(), img.height()), (400, 300));
         assert!(accuracy_plot_png("t", "N", &[], &series, (400, 300)).is_err());
+        let linear = PlotSpec {
+            title: "t",
+            x_desc: "p",
+            y_desc: "NLL",
+            log_x: false,
+            x_ticks: None,
+            percent: false,
+            markers: false,
+            legend: Legend::UpperRight,
+            size: (300, 200),
+        };
+        let png = line_plot_png(&linear, &series).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let bad = vec![Series {
+            points: vec![(f64::NAN, v(0.1, 0.0))],
+            ..series[0].clone()
+        }];
+        assert!(line_plot_png(&linear, &bad).is_err());
     }
 }

@@ -50,6 +50,7 @@ use flint_transfer::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
+use crate::output::{claim_output, read_json, relative, remove_stale, write_json};
 use crate::plot::{Series, accuracy_plot_png};
 use crate::stats::MeanStd;
 
@@ -379,7 +380,7 @@ pub fn run_transfer_experiment_on(
     let start = Instant::now();
     config.validate()?;
     std::fs::create_dir_all(out_dir).map_err(|e| ExperimentError::io(out_dir, e))?;
-    claim_output(config, out_dir)?;
+    claim_output(config, &TransferExperimentConfig::new(), out_dir)?;
     let data = Data::prepare(config, train, test)?;
     progress(&format!(
         "source task: {} training / {} test images; target task: {} candidate training / {} test images",
@@ -453,36 +454,6 @@ pub fn run_transfer_experiment_on(
         .map_err(|e| ExperimentError::Invalid(format!("results.json: {e}")))?;
     flint_data::download::write_atomic(&results_json, &json)?;
     Ok(results)
-}
-
-/// Writes `experiment.json`, or checks that the one there is this configuration (so finished
-/// runs can be reused).
-fn claim_output(config: &TransferExperimentConfig, out_dir: &Path) -> Result<(), ExperimentError> {
-    let path = out_dir.join("experiment.json");
-    let json = serde_json::to_value(config).expect("config serialises");
-    if path.exists() {
-        // Over the defaults, so a field added since (at its default) compares equal.
-        let mut old = serde_json::to_value(TransferExperimentConfig::new()).expect("serialises");
-        match std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        {
-            Some(serde_json::Value::Object(fields)) => {
-                let merged = old
-                    .as_object_mut()
-                    .expect("a struct serialises to an object");
-                merged.extend(fields);
-            }
-            _ => old = serde_json::Value::Null,
-        }
-        if old != json {
-            return Err(ExperimentError::OtherExperiment { path });
-        }
-        return Ok(());
-    }
-    let bytes = serde_json::to_vec_pretty(&json).expect("json");
-    flint_data::download::write_atomic(&path, &bytes)?;
-    Ok(())
 }
 
 /// The class-split data sets.
@@ -805,31 +776,6 @@ fn last_epoch(outcome: &FinetuneOutcome) -> (f64, f64) {
         .history
         .last()
         .map_or((f64::NAN, f64::NAN), |m| (m.train_accuracy, m.val_accuracy))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
-    let bytes = serde_json::to_vec_pretty(value).expect("json");
-    flint_data::download::write_atomic(path, &bytes)?;
-    Ok(())
-}
-
-/// Removes an unfinished run directory (a run interrupted before writing its result).
-fn remove_stale(dir: &Path) -> Result<(), ExperimentError> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
-    }
-    Ok(())
-}
-
-fn relative(path: &Path, base: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 /// Mean ± std per method and `N`, and the paired gain over scratch.

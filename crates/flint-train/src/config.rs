@@ -5,6 +5,7 @@ use burn::config::Config;
 use flint_models::ModelConfig;
 
 use crate::error::TrainError;
+use crate::step::RegularizationConfig;
 
 /// Which optimiser.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -163,6 +164,10 @@ pub struct TrainConfig {
     /// Early stopping; `None` trains every epoch.
     #[config(default = "None")]
     pub early_stopping: Option<EarlyStoppingConfig>,
+    /// L1/L2 weight penalties and the max-norm constraint; `None`: none (configs written before
+    /// this field existed load as `None`).
+    #[config(default = "None")]
+    pub regularization: Option<RegularizationConfig>,
 }
 
 impl TrainConfig {
@@ -237,6 +242,9 @@ impl TrainConfig {
             && es.patience == 0
         {
             return bad("early-stopping patience must be at least 1".into());
+        }
+        if let Some(r) = &self.regularization {
+            r.validate()?;
         }
         self.dataset
             .parse::<flint_data::KnownDataset>()

@@ -2,7 +2,7 @@
 //!
 //! [`train`] runs a [`TrainConfig`]: data from flint-data, a model from flint-models, an
 //! optimiser (SGD with momentum/Nesterov, Adam, AdamW; weight decay; global gradient-norm
-//! clipping) and a learning-rate schedule (constant, cosine, step; linear warm-up). Each run
+//! clipping; L1/L2 penalties and max-norm, [`step`]) and a learning-rate schedule (constant, cosine, step; linear warm-up). Each run
 //! gets a directory with `config.json`, `metrics.csv`, `report.md`, `curves.png`,
 //! `result.json` and `checkpoints/{last,best}/`; [`resume`] continues it exactly.
 //!
@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod optim;
 pub mod progress;
 pub mod report;
+pub mod step;
 pub mod trainer;
 
 pub use config::{
@@ -34,6 +35,7 @@ pub use error::TrainError;
 pub use memory::{ResidentMemory, resident_memory};
 pub use metrics::{ConfusionMatrix, EpochMetrics, EpochTally, EvalAccumulator, EvalReport};
 pub use progress::ProgressMode;
+pub use step::{RegularizationConfig, StepOutput, StepRule, training_step};
 pub use trainer::{
     RunData, RunOptions, RunOutcome, check_model_fits, evaluate, load_data, load_trained, resume,
     train,

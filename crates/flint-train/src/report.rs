@@ -34,6 +34,9 @@ pub fn write_report(
         "- model: `{model}`; optimiser: {:?}, lr {}, weight decay {}; schedule: {:?} (warm-up {} epochs)",
         o.kind, o.lr, o.weight_decay, config.schedule.kind, config.schedule.warmup_epochs
     );
+    if let Some(r) = &config.regularization {
+        let _ = writeln!(md, "- regularisation: {}", r.describe());
+    }
     let _ = writeln!(
         md,
         "- epochs: {} run of {}; batch size {}; seed {}",

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 use flint_data::{
     Augment, AugmentedImages, ImageBatcher, ImageSet, KnownDataset, LabelledSet, LoaderOptions,
@@ -17,9 +16,10 @@ use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::memory::resident_memory;
 use crate::metrics::{EpochMetrics, EpochTally, EvalAccumulator, EvalReport, metrics_csv};
-use crate::optim::{build_optimizer, clip_grad_norm};
+use crate::optim::build_optimizer;
 use crate::progress::ProgressMode;
 use crate::report::{plot_curves, write_report};
+use crate::step::{StepRule, training_step};
 
 /// Where a run goes and how it shows progress.
 ///
@@ -316,26 +316,35 @@ fn run(
                 steps_per_epoch,
                 total_steps,
             );
-            let logits = model.forward(batch.images);
-            let loss = ce.forward(logits.clone(), batch.targets.clone());
-            let loss_value: f32 = loss.clone().into_scalar();
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    batch: b + 1,
-                    loss: loss_value,
-                    checkpoint: last_dir
-                        .join("state.json")
-                        .exists()
-                        .then(|| last_dir.clone()),
-                });
-            }
-            tally.add(loss_value, logits, batch.targets);
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            if let Some(max_norm) = config.optimizer.clip_grad_norm {
-                clip_grad_norm(&model, &mut grads, max_norm);
-            }
-            model = optimizer.step(lr, model, grads);
+            let rule = StepRule {
+                optimizer: &config.optimizer,
+                regularization: config.regularization.as_ref(),
+            };
+            let step = training_step(
+                model,
+                &mut optimizer,
+                &ce,
+                batch.images,
+                batch.targets.clone(),
+                lr,
+                &rule,
+            );
+            let step = match step {
+                Ok(step) => step,
+                Err((_, loss)) => {
+                    return Err(TrainError::NonFinite {
+                        epoch,
+                        batch: b + 1,
+                        loss,
+                        checkpoint: last_dir
+                            .join("state.json")
+                            .exists()
+                            .then(|| last_dir.clone()),
+                    });
+                }
+            };
+            model = step.model;
+            tally.add(step.loss, step.logits, batch.targets);
             progress.batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
         }
         let train_secs = tally.secs();

@@ -1,0 +1,262 @@
+//! Training and evaluating one network inside an experiment.
+//!
+//! Experiments train many small runs, some on a hundred images for thousands of steps, so they
+//! do not go through `flint train`'s run directories and per-epoch checkpoints: [`fit`] trains
+//! for a fixed number of optimisation steps (the same budget for every data-set size), with the
+//! very step `flint train` takes ([`flint_train::training_step`]: cross-entropy, L1/L2
+//! penalties, clipping, the optimiser, max-norm), and can watch the model every few steps.
+
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::Device;
+use flint_data::{ImageBatcher, ImageSet, LoaderOptions, Locator, Split, derive_seed, loader};
+use flint_models::{Classifier, ModelConfig};
+use flint_train::optim::build_optimizer;
+use flint_train::{
+    OptimizerConfig, RegularizationConfig, ScheduleConfig, StepRule, TrainError, training_step,
+};
+
+use crate::error::ExperimentError;
+
+/// How a network is trained (everything but the model, the data and the length).
+#[derive(Config, Debug)]
+pub struct FitConfig {
+    /// Optimiser (reference: Adam, lr 1e-3).
+    #[config(default = "OptimizerConfig::new()")]
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule over the run's steps.
+    #[config(default = "ScheduleConfig::new()")]
+    pub schedule: ScheduleConfig,
+    /// Samples per batch.
+    #[config(default = 128)]
+    pub batch_size: usize,
+    /// L1/L2 penalties and max-norm.
+    #[config(default = "None")]
+    pub regularization: Option<RegularizationConfig>,
+}
+
+/// Called with the step count and the model in inference mode, at step 0, every `every`
+/// steps and after the last step.
+pub struct Monitor<'a> {
+    /// Steps between calls.
+    pub every: usize,
+    /// What to do with the model.
+    pub on_step: &'a mut dyn FnMut(usize, &Classifier) -> Result<(), ExperimentError>,
+}
+
+/// A trained network.
+pub struct Fitted {
+    /// The model in inference mode, on the plain (not autodiff) device.
+    pub model: Classifier,
+    /// Optimisation steps taken.
+    pub steps: usize,
+    /// Passes over the training set (`steps · batch / n`).
+    pub epochs: f64,
+    /// Mean training loss (cross-entropy without penalties) over the last epoch's worth of
+    /// steps.
+    pub final_train_loss: f64,
+    /// Seconds spent training (monitor calls excluded).
+    pub train_secs: f64,
+}
+
+/// Steps in `epochs` passes over `n` images at `batch` per step (the last batch may be short).
+pub fn steps_for(n: usize, batch: usize, epochs: usize) -> usize {
+    n.div_ceil(batch.max(1)) * epochs
+}
+
+/// Trains a freshly initialised `model` (seeded with `seed`) on `train` for `steps` steps.
+pub fn fit(
+    model: &ModelConfig,
+    config: &FitConfig,
+    train: &ImageSet,
+    steps: usize,
+    seed: u64,
+    device: &Device,
+    mut monitor: Option<Monitor<'_>>,
+) -> Result<Fitted, ExperimentError> {
+    if steps == 0 || config.batch_size == 0 {
+        return Err(ExperimentError::Invalid(
+            "a run needs at least one step and a batch size of at least 1".into(),
+        ));
+    }
+    let train_device = device.clone().autodiff();
+    device.seed(seed);
+    train_device.seed(seed);
+    let mut network = model
+        .try_init(&train_device)
+        .map_err(|e| ExperimentError::Invalid(e.to_string()))?;
+    let mut optimizer = build_optimizer(&config.optimizer);
+    let ce = CrossEntropyLossConfig::new().init(&train_device);
+    let rule = StepRule {
+        optimizer: &config.optimizer,
+        regularization: config.regularization.as_ref(),
+    };
+    let steps_per_epoch = train.len().div_ceil(config.batch_size);
+    let window = steps_per_epoch.min(steps);
+    let mut recent = std::collections::VecDeque::with_capacity(window);
+    let start = Instant::now();
+    let mut monitor_secs = 0.0;
+    let every = monitor.as_ref().map_or(usize::MAX, |m| m.every.max(1));
+    let mut watch = |step: usize, network: &Classifier| -> Result<(), ExperimentError> {
+        if let Some(m) = monitor.as_mut() {
+            let t = Instant::now();
+            (m.on_step)(step, &network.valid())?;
+            monitor_secs += t.elapsed().as_secs_f64();
+        }
+        Ok(())
+    };
+    watch(0, &network)?;
+    let mut step = 0;
+    let mut epoch = 0u64;
+    'epochs: while step < steps {
+        epoch += 1;
+        let epoch_seed = derive_seed(seed, epoch);
+        train_device.seed(epoch_seed);
+        let batches = loader(
+            train.clone(),
+            ImageBatcher::new(),
+            &LoaderOptions::new(config.batch_size).shuffled(epoch_seed),
+            &train_device,
+        )?;
+        for (b, batch) in batches.iter().enumerate() {
+            let batch = batch.map_err(|e| ExperimentError::Invalid(format!("loading: {e}")))?;
+            let lr = config
+                .schedule
+                .lr_at(config.optimizer.lr, step, steps_per_epoch, steps);
+            let out = training_step(
+                network,
+                &mut optimizer,
+                &ce,
+                batch.images,
+                batch.targets,
+                lr,
+                &rule,
+            )
+            .map_err(|(_, loss)| {
+                ExperimentError::Train(TrainError::NonFinite {
+                    epoch: epoch as usize,
+                    batch: b + 1,
+                    loss,
+                    checkpoint: None,
+                })
+            })?;
+            network = out.model;
+            if recent.len() == window {
+                recent.pop_front();
+            }
+            recent.push_back(out.loss as f64);
+            step += 1;
+            if step % every == 0 || (step == steps && every != usize::MAX) {
+                watch(step, &network)?;
+            }
+            if step == steps {
+                break 'epochs;
+            }
+        }
+    }
+    drop(watch);
+    let train_secs = start.elapsed().as_secs_f64() - monitor_secs;
+    Ok(Fitted {
+        model: network.valid(),
+        steps,
+        epochs: (steps * config.batch_size) as f64 / train.len() as f64,
+        final_train_loss: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
+        train_secs,
+    })
+}
+
+/// Loads a data set by name (`mnist`, `fashion-mnist`, `cifar-10`).
+pub fn load_dataset(
+    name: &str,
+    split: Split,
+    locator: &Locator,
+) -> Result<ImageSet, ExperimentError> {
+    let known: flint_data::KnownDataset = name.parse()?;
+    Ok(match known {
+        flint_data::KnownDataset::Mnist => flint_data::mnist(split, locator)?,
+        flint_data::KnownDataset::FashionMnist => flint_data::fashion_mnist(split, locator)?,
+        flint_data::KnownDataset::Cifar10 => flint_data::cifar10(split, locator)?,
+        flint_data::KnownDataset::Hymenoptera => {
+            return Err(ExperimentError::Invalid(
+                "hymenoptera is an image folder, not a data set for these experiments".into(),
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flint_models::MlpConfig;
+
+    /// burn's random generator is process-wide: seeded runs in parallel tests would interleave.
+    static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn toy(n: usize) -> ImageSet {
+        // Two classes told apart by the brightness of the top half.
+        let mut pixels = Vec::with_capacity(n * 784);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let class = (i % 2) as u8;
+            for p in 0..784 {
+                let bright = (p < 392) == (class == 1);
+                pixels.push(if bright { 200 + (i * 7 + p) as u8 % 50 } else { (i + p) as u8 % 40 });
+            }
+            labels.push(class);
+        }
+        ImageSet::new("toy", [1, 28, 28], pixels, labels, vec!["a".into(), "b".into()]).unwrap()
+    }
+
+    #[test]
+    fn fits_a_separable_toy_set_and_watches_on_schedule() {
+        let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let set = toy(64);
+        let model = ModelConfig::Mlp(
+            MlpConfig::new()
+                .with_hidden(vec![16])
+                .with_num_classes(2)
+                .with_dropout(vec![0.0]),
+        );
+        let mut seen = Vec::new();
+        let mut on_step = |step: usize, _: &Classifier| {
+            seen.push(step);
+            Ok(())
+        };
+        let fitted = fit(
+            &model,
+            &FitConfig::new().with_batch_size(16),
+            &set,
+            10,
+            1,
+            &Device::flex(),
+            Some(Monitor {
+                every: 4,
+                on_step: &mut on_step,
+            }),
+        )
+        .unwrap();
+        assert_eq!(seen, vec![0, 4, 8, 10]);
+        assert_eq!(fitted.steps, 10);
+        assert!((fitted.epochs - 2.5).abs() < 1e-9);
+        let report = flint_train::evaluate(&fitted.model, &set, &Device::flex()).unwrap();
+        assert!(report.accuracy > 0.9, "{}", report.accuracy);
+        assert_eq!(steps_for(64, 16, 3), 12);
+        assert_eq!(steps_for(65, 16, 1), 5);
+    }
+
+    #[test]
+    fn same_seed_same_model() {
+        let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let set = toy(32);
+        let model = ModelConfig::Mlp(MlpConfig::new().with_hidden(vec![8]).with_num_classes(2));
+        let run = || {
+            let f = fit(&model, &FitConfig::new().with_batch_size(8), &set, 6, 5, &Device::flex(), None)
+                .unwrap();
+            flint_train::evaluate(&f.model, &set, &Device::flex()).unwrap().loss
+        };
+        assert_eq!(run(), run());
+    }
+}
