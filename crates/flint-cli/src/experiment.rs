@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use burn::config::Config as _;
 use clap::{Args, Subcommand};
-use flint_experiments::TransferExperimentConfig;
+use flint_experiments::{
+    Experiment, McDropoutConfig, RegularizersConfig, SmallDataConfig, TransferExperimentConfig,
+};
 
 use crate::ComputeArgs;
 
@@ -23,6 +25,39 @@ pub enum ExperimentCommand {
     /// class; from scratch, frozen backbone and fine-tuning, with and without head dropout.
     /// Writes results.md, results.json and transfer.png; the last line is results.md's path.
     Transfer(Box<TransferArgs>),
+    /// Test accuracy with and without dropout as the training set shrinks (100 ... 60,000
+    /// MNIST images; Srivastava et al. 2014, Figure 10). Writes results.md, results.json and
+    /// small-data.png.
+    SmallData(CommonArgs),
+    /// Srivastava et al. 2014, Table 9: an MLP with no regularisation, L2, L1, max-norm,
+    /// dropout, dropout + L2, dropout + max-norm on MNIST and Fashion-MNIST; test error and
+    /// train/test gap. Writes results.md, results.json and a test-error plot per data set.
+    Regularizers(CommonArgs),
+    /// MC-dropout with k = 1 ... 100 samples against weight scaling: accuracy, NLL, expected
+    /// calibration error and a reliability diagram (Srivastava et al. 2014, Figure 11).
+    /// --seeds sets the number of MC repeats.
+    McDropout(CommonArgs),
+}
+
+/// The flags every experiment but `transfer` takes; everything else is in its configuration
+/// (write one with `--quick` or a full run, edit `experiment.json`, pass it with `--config`).
+#[derive(Args, Debug)]
+pub struct CommonArgs {
+    /// A seconds-long smoke run on small subsets: checks the pipeline, not a result.
+    #[arg(long)]
+    pub quick: bool,
+    /// Output folder (default runs/<experiment>, or runs/<experiment>-quick). Rerunning with
+    /// the same configuration reuses the finished runs in it.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// A configuration JSON (e.g. a previous experiment.json); --seeds overrides its value.
+    #[arg(long, conflicts_with = "quick")]
+    pub config: Option<PathBuf>,
+    /// Number of seeds.
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// `flint experiment transfer`.
@@ -139,7 +174,50 @@ impl TransferArgs {
 pub fn run_experiment(args: &ExperimentArgs) -> Result<(), String> {
     match &args.experiment {
         ExperimentCommand::Transfer(args) => run_transfer(args),
+        ExperimentCommand::SmallData(args) => run_common::<SmallDataConfig>(args),
+        ExperimentCommand::Regularizers(args) => run_common::<RegularizersConfig>(args),
+        ExperimentCommand::McDropout(args) => run_common::<McDropoutConfig>(args),
     }
+}
+
+/// Runs one of the experiments that take [`CommonArgs`].
+fn run_common<C: Experiment>(args: &CommonArgs) -> Result<(), String> {
+    let mut config = match &args.config {
+        Some(path) => C::load(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None if args.quick => C::quick(),
+        None => C::full(),
+    };
+    if let Some(seeds) = args.seeds {
+        config.set_seeds(seeds);
+    }
+    config.check().map_err(|e| e.to_string())?;
+    let device = args.compute.setup()?;
+    let output = args.output.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(if args.quick {
+            format!("{}-quick", C::NAME)
+        } else {
+            C::NAME.to_string()
+        })
+    });
+    eprintln!("experiment {} -> {}", C::NAME, output.display());
+    let written = config
+        .run_into(&args.compute.locator(), &output, &device, &mut |line| {
+            eprintln!("{line}")
+        })
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "done in {:.0} s; plots {}; raw results {}",
+        written.wall_secs,
+        written
+            .plots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        written.results_json.display()
+    );
+    println!("{}", written.results_md.display());
+    Ok(())
 }
 
 fn run_transfer(args: &TransferArgs) -> Result<(), String> {

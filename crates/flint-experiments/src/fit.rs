@@ -51,6 +51,9 @@ pub struct Monitor<'a> {
 pub struct Fitted {
     /// The model in inference mode, on the plain (not autodiff) device.
     pub model: Classifier,
+    /// The same trained model still on the autodiff device, its dropout layers active (what
+    /// MC-dropout samples from).
+    pub training_model: Classifier,
     /// Optimisation steps taken.
     pub steps: usize,
     /// Passes over the training set (`steps · batch / n`).
@@ -161,11 +164,23 @@ pub fn fit(
     let train_secs = start.elapsed().as_secs_f64() - monitor_secs;
     Ok(Fitted {
         model: network.valid(),
+        training_model: network,
         steps,
         epochs: (steps * config.batch_size) as f64 / train.len() as f64,
         final_train_loss: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
         train_secs,
     })
+}
+
+/// `model` with every dropout rate set to `rate` (MLP: after each hidden layer; CNN: before
+/// the classifier). The input dropout of an MLP is left as it is.
+pub fn with_dropout(model: &ModelConfig, rate: f64) -> ModelConfig {
+    let mut model = model.clone();
+    match &mut model {
+        ModelConfig::Mlp(m) => m.dropout = vec![rate],
+        ModelConfig::Cnn(c) => c.dropout = rate,
+    }
+    model
 }
 
 /// Loads a data set by name (`mnist`, `fashion-mnist`, `cifar-10`).

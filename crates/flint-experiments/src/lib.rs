@@ -5,16 +5,134 @@
 //! - [`transfer`]: protocol T2 of `reference.md`, Fashion-MNIST classes 0-4 to 5-9 with 10, 50 or
 //!   100 labelled images per class: from scratch, frozen backbone and full fine-tuning, each with
 //!   and without dropout in the head.
+//! - [`mc_dropout`]: MC-dropout against weight scaling, with calibration (Srivastava et al.
+//!   2014, Figure 11).
+//! - [`regularizers`]: dropout against L1, L2 and max-norm (Srivastava et al. 2014, Table 9).
+//! - [`small_data`]: dropout as the training set shrinks (Srivastava et al. 2014, Figure 10).
 
 pub mod error;
 pub mod fit;
+pub mod mc_dropout;
 pub mod output;
 pub mod plot;
+pub mod regularizers;
+pub mod small_data;
 pub mod stats;
 pub mod transfer;
 
 pub use error::ExperimentError;
+pub use mc_dropout::{McDropoutConfig, McDropoutResults, run_mc_dropout};
+pub use regularizers::{RegularizersConfig, RegularizersResults, run_regularizers};
+pub use small_data::{SmallDataConfig, SmallDataResults, run_small_data};
 pub use transfer::{
     Approach, Method, RunResult, SourceResult, TransferExperimentConfig, TransferResults,
     run_transfer_experiment, run_transfer_experiment_on,
 };
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use flint_data::Locator;
+
+/// What the command line needs of an experiment (all but T2, which has its own flags): a name,
+/// a quick mode, a seed count and a run into an output folder.
+pub trait Experiment: burn::config::Config + Clone {
+    /// The command name (`flint experiment <NAME>`) and default output folder `runs/<NAME>`.
+    const NAME: &'static str;
+    /// The full configuration of the README's results.
+    fn full() -> Self;
+    /// A seconds-long smoke version (tests, `--quick`): checks the pipeline, not a result.
+    fn quick() -> Self;
+    /// Sets the number of seeds.
+    fn set_seeds(&mut self, seeds: usize);
+    /// Checks the configuration.
+    fn check(&self) -> Result<(), ExperimentError>;
+    /// Runs into `out_dir`, reporting a line per finished run.
+    fn run_into(
+        &self,
+        locator: &Locator,
+        out_dir: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<output::Written, ExperimentError>;
+}
+
+impl Experiment for SmallDataConfig {
+    const NAME: &'static str = "small-data";
+    fn full() -> Self {
+        Self::new()
+    }
+    fn quick() -> Self {
+        Self::quick()
+    }
+    fn set_seeds(&mut self, seeds: usize) {
+        self.seeds = seeds;
+    }
+    fn check(&self) -> Result<(), ExperimentError> {
+        self.validate()
+    }
+    fn run_into(
+        &self,
+        locator: &Locator,
+        out_dir: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<output::Written, ExperimentError> {
+        written(run_small_data(self, locator, out_dir, device, progress)?.written)
+    }
+}
+
+fn written(w: Option<output::Written>) -> Result<output::Written, ExperimentError> {
+    w.ok_or_else(|| ExperimentError::Invalid("the experiment wrote no results".into()))
+}
+
+impl Experiment for RegularizersConfig {
+    const NAME: &'static str = "regularizers";
+    fn full() -> Self {
+        Self::new()
+    }
+    fn quick() -> Self {
+        Self::quick()
+    }
+    fn set_seeds(&mut self, seeds: usize) {
+        self.seeds = seeds;
+    }
+    fn check(&self) -> Result<(), ExperimentError> {
+        self.validate()
+    }
+    fn run_into(
+        &self,
+        locator: &Locator,
+        out_dir: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<output::Written, ExperimentError> {
+        written(run_regularizers(self, locator, out_dir, device, progress)?.written)
+    }
+}
+
+impl Experiment for McDropoutConfig {
+    const NAME: &'static str = "mc-dropout";
+    fn full() -> Self {
+        Self::new()
+    }
+    fn quick() -> Self {
+        Self::quick()
+    }
+    fn set_seeds(&mut self, seeds: usize) {
+        // One trained network; the seeds are the MC repeats.
+        self.repeats = seeds;
+    }
+    fn check(&self) -> Result<(), ExperimentError> {
+        self.validate()
+    }
+    fn run_into(
+        &self,
+        locator: &Locator,
+        out_dir: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<output::Written, ExperimentError> {
+        written(run_mc_dropout(self, locator, out_dir, device, progress)?.written)
+    }
+}

@@ -1,7 +1,7 @@
 //! An experiment's output folder: its configuration (`experiment.json`), per-run result files
 //! that let a rerun skip finished runs, and atomic JSON/PNG/markdown writes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,6 +89,47 @@ pub fn relative(path: &Path, base: &Path) -> String {
         .unwrap_or(path)
         .display()
         .to_string()
+}
+
+/// What an experiment wrote.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Written {
+    /// The markdown report with the tables.
+    pub results_md: PathBuf,
+    /// The raw results.
+    pub results_json: PathBuf,
+    /// The plots.
+    pub plots: Vec<PathBuf>,
+    /// Wall time of this invocation, in seconds (finished runs reused from an earlier one take
+    /// none).
+    pub wall_secs: f64,
+}
+
+/// Writes an experiment's plots, `results.json` and `results.md` (in that order, so the
+/// markdown, the last thing written, only exists when the rest does).
+pub fn write_results<T: Serialize>(
+    out_dir: &Path,
+    markdown: &str,
+    results: &T,
+    plots: &[(&str, Vec<u8>)],
+    wall_secs: f64,
+) -> Result<Written, ExperimentError> {
+    let mut paths = Vec::new();
+    for (name, png) in plots {
+        let path = out_dir.join(name);
+        write_bytes(&path, png)?;
+        paths.push(path);
+    }
+    let results_json = out_dir.join("results.json");
+    write_json(&results_json, results)?;
+    let results_md = out_dir.join("results.md");
+    write_bytes(&results_md, markdown.as_bytes())?;
+    Ok(Written {
+        results_md,
+        results_json,
+        plots: paths,
+        wall_secs,
+    })
 }
 
 #[cfg(test)]
