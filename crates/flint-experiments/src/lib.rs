@@ -5,11 +5,14 @@
 //! - [`transfer`]: protocol T2 of `reference.md`, Fashion-MNIST classes 0-4 to 5-9 with 10, 50 or
 //!   100 labelled images per class: from scratch, frozen backbone and full fine-tuning, each with
 //!   and without dropout in the head.
+//! - [`batchnorm`]: convergence with and without batch normalisation (Ioffe & Szegedy 2015,
+//!   Figure 1).
 //! - [`mc_dropout`]: MC-dropout against weight scaling, with calibration (Srivastava et al.
 //!   2014, Figure 11).
 //! - [`regularizers`]: dropout against L1, L2 and max-norm (Srivastava et al. 2014, Table 9).
 //! - [`small_data`]: dropout as the training set shrinks (Srivastava et al. 2014, Figure 10).
 
+pub mod batchnorm;
 pub mod error;
 pub mod fit;
 pub mod mc_dropout;
@@ -20,6 +23,7 @@ pub mod small_data;
 pub mod stats;
 pub mod transfer;
 
+pub use batchnorm::{BatchNormExperimentConfig, BatchNormResults, run_batchnorm};
 pub use error::ExperimentError;
 pub use mc_dropout::{McDropoutConfig, McDropoutResults, run_mc_dropout};
 pub use regularizers::{RegularizersConfig, RegularizersResults, run_regularizers};
@@ -134,5 +138,30 @@ impl Experiment for McDropoutConfig {
         progress: &mut dyn FnMut(&str),
     ) -> Result<output::Written, ExperimentError> {
         written(run_mc_dropout(self, locator, out_dir, device, progress)?.written)
+    }
+}
+
+impl Experiment for BatchNormExperimentConfig {
+    const NAME: &'static str = "batchnorm";
+    fn full() -> Self {
+        Self::new()
+    }
+    fn quick() -> Self {
+        Self::quick()
+    }
+    fn set_seeds(&mut self, seeds: usize) {
+        self.seeds = seeds;
+    }
+    fn check(&self) -> Result<(), ExperimentError> {
+        self.validate()
+    }
+    fn run_into(
+        &self,
+        locator: &Locator,
+        out_dir: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<output::Written, ExperimentError> {
+        written(run_batchnorm(self, locator, out_dir, device, progress)?.written)
     }
 }
