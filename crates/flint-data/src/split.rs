@@ -77,6 +77,49 @@ pub fn train_val_split<S: LabelledSet>(set: &S, val_fraction: f64, seed: u64) ->
     Ok((set.select(&train), set.select(&val)))
 }
 
+/// Stratified `k`-fold cross-validation splits, like scikit-learn's
+/// `StratifiedKFold(k, shuffle=True)`: each class is shuffled (seeded) and dealt round-robin into
+/// `k` folds, so every fold holds `1/k` of each class (up to one sample). Returns, for each
+/// fold `i`, `(train, validation)` where validation is fold `i` and train the other `k - 1`.
+pub fn k_fold<S: LabelledSet>(set: &S, k: usize, seed: u64) -> Result<Vec<(S, S)>> {
+    if k < 2 {
+        return Err(DataError::invalid(format!(
+            "k-fold cross-validation needs k >= 2, got {k}"
+        )));
+    }
+    if set.len() < k {
+        return Err(DataError::invalid(format!(
+            "{k} folds need at least {k} samples, the set has {}",
+            set.len()
+        )));
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut folds: Vec<Vec<usize>> = vec![Vec::new(); k];
+    // Continue the round-robin across classes so small classes do not all start at fold 0.
+    let mut next = 0;
+    for mut group in indices_by_class(set) {
+        group.shuffle(&mut rng);
+        for index in group {
+            folds[next % k].push(index);
+            next += 1;
+        }
+    }
+    Ok((0..k)
+        .map(|i| {
+            let mut train: Vec<usize> = folds
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, f)| f.iter().copied())
+                .collect();
+            let mut val = folds[i].clone();
+            train.sort_unstable();
+            val.sort_unstable();
+            (set.select(&train), set.select(&val))
+        })
+        .collect())
+}
+
 /// Keeps only the samples of `classes` and relabels them `0..classes.len()` in the order given
 /// (e.g. `[5, 6, 7, 8, 9]` maps class 5 to 0 and class 9 to 4).
 pub fn filter_classes<S: LabelledSet>(set: &S, classes: &[usize]) -> Result<S> {
@@ -211,6 +254,32 @@ mod tests {
         assert_eq!(origins(&val), origins(&again));
         let (_, other) = train_val_split(&set, 0.25, 8).unwrap();
         assert_ne!(origins(&val), origins(&other));
+    }
+
+    #[test]
+    fn k_folds_partition_the_set_stratified_and_seeded() {
+        let labels: Vec<u8> = (0..200).map(|i| (i % 4) as u8).collect();
+        let set = traced(labels, 4);
+        let folds = k_fold(&set, 5, 3).unwrap();
+        assert_eq!(folds.len(), 5);
+        let mut seen: Vec<u8> = Vec::new();
+        for (train, val) in &folds {
+            assert_eq!(val.len(), 40);
+            assert_eq!(val.class_counts(), vec![10; 4]);
+            assert_eq!(train.len(), 160);
+            // Disjoint within a fold.
+            let v = origins(val);
+            assert!(origins(train).iter().all(|o| !v.contains(o)));
+            seen.extend(v);
+        }
+        // The validation folds together are the whole set, each sample once.
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).map(|i| i as u8).collect::<Vec<_>>());
+        let again = k_fold(&set, 5, 3).unwrap();
+        assert_eq!(origins(&folds[2].1), origins(&again[2].1));
+        assert_ne!(origins(&folds[2].1), origins(&k_fold(&set, 5, 4).unwrap()[2].1));
+        assert!(k_fold(&set, 1, 0).unwrap_err().to_string().contains("k >= 2"));
+        assert!(k_fold(&traced(vec![0, 1], 2), 3, 0).is_err());
     }
 
     #[test]

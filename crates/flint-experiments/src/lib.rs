@@ -7,12 +7,14 @@
 //!   and without dropout in the head.
 //! - [`batchnorm`]: convergence with and without batch normalisation (Ioffe & Szegedy 2015,
 //!   Figure 1).
+//! - [`dropout_rate`]: the dropout rate chosen by k-fold cross-validation.
 //! - [`mc_dropout`]: MC-dropout against weight scaling, with calibration (Srivastava et al.
 //!   2014, Figure 11).
 //! - [`regularizers`]: dropout against L1, L2 and max-norm (Srivastava et al. 2014, Table 9).
 //! - [`small_data`]: dropout as the training set shrinks (Srivastava et al. 2014, Figure 10).
 
 pub mod batchnorm;
+pub mod dropout_rate;
 pub mod error;
 pub mod fit;
 pub mod mc_dropout;
@@ -24,6 +26,7 @@ pub mod stats;
 pub mod transfer;
 
 pub use batchnorm::{BatchNormExperimentConfig, BatchNormResults, run_batchnorm};
+pub use dropout_rate::{CvModel, DropoutRateConfig, DropoutRateResults, run_dropout_rate};
 pub use error::ExperimentError;
 pub use mc_dropout::{McDropoutConfig, McDropoutResults, run_mc_dropout};
 pub use regularizers::{RegularizersConfig, RegularizersResults, run_regularizers};
@@ -163,5 +166,30 @@ impl Experiment for BatchNormExperimentConfig {
         progress: &mut dyn FnMut(&str),
     ) -> Result<output::Written, ExperimentError> {
         written(run_batchnorm(self, locator, out_dir, device, progress)?.written)
+    }
+}
+
+impl Experiment for DropoutRateConfig {
+    const NAME: &'static str = "dropout-rate";
+    fn full() -> Self {
+        Self::new()
+    }
+    fn quick() -> Self {
+        Self::quick()
+    }
+    fn set_seeds(&mut self, _seeds: usize) {
+        // One seed; the folds give the spread.
+    }
+    fn check(&self) -> Result<(), ExperimentError> {
+        self.validate()
+    }
+    fn run_into(
+        &self,
+        locator: &Locator,
+        out_dir: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<output::Written, ExperimentError> {
+        written(run_dropout_rate(self, locator, out_dir, device, progress)?.written)
     }
 }
