@@ -94,17 +94,37 @@ enum Experiment {
     /// Protocol T2 of reference.md (Fashion-MNIST classes 0-4 -> 5-9, N = 10/50/100 per class,
     /// 5 seeds): from scratch, frozen backbone, fine-tuning, with and without head dropout.
     /// Runs `flint experiment transfer` (release build, or `FLINT_BIN`) and prints its table.
-    Transfer {
-        /// A seconds-long smoke run, not the protocol.
-        #[arg(long)]
-        quick: bool,
-        /// Output folder (default runs/transfer or runs/transfer-quick); a rerun resumes.
-        #[arg(long)]
-        output: Option<PathBuf>,
-        /// More arguments for `flint experiment transfer` (e.g. --seeds 3 --target-epochs 20).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Transfer(FlintExperiment),
+    /// Srivastava et al. 2014, Table 9: no regularisation, L2, L1, max-norm, dropout, dropout +
+    /// L2, dropout + max-norm on an MLP, MNIST and Fashion-MNIST (`flint experiment
+    /// regularizers`).
+    Regularizers(FlintExperiment),
+    /// k-fold cross-validation of the dropout rate p = 0 ... 0.6 for the reference MLP and CNN
+    /// (`flint experiment dropout-rate`).
+    DropoutRate(FlintExperiment),
+    /// Ioffe & Szegedy 2015, Figure 1: sigmoid MLP with and without BN (and BN at 5x the rate);
+    /// the reference CNN with and without BN (`flint experiment batchnorm`).
+    Batchnorm(FlintExperiment),
+    /// MC-dropout with k = 1 ... 100 samples against weight scaling: accuracy, NLL, ECE and a
+    /// reliability diagram (`flint experiment mc-dropout`).
+    McDropout(FlintExperiment),
+    /// Test accuracy with and without dropout from 100 to 60,000 MNIST images (`flint
+    /// experiment small-data`).
+    SmallData(FlintExperiment),
+}
+
+/// The arguments of an experiment run through the `flint` binary.
+#[derive(clap::Args)]
+struct FlintExperiment {
+    /// A seconds-long smoke run, not the result.
+    #[arg(long)]
+    quick: bool,
+    /// Output folder (default runs/<name> or runs/<name>-quick); a rerun reuses finished runs.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// More arguments for `flint experiment <name>` (e.g. --seeds 3, --config FILE).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -186,11 +206,12 @@ fn main() -> ExitCode {
             Experiment::Reference { seeds, only, quick } => {
                 experiment_reference(seeds, &only, quick)
             }
-            Experiment::Transfer {
-                quick,
-                output,
-                args,
-            } => experiment_transfer(quick, output, &args),
+            Experiment::Transfer(e) => flint_experiment("transfer", e),
+            Experiment::Regularizers(e) => flint_experiment("regularizers", e),
+            Experiment::DropoutRate(e) => flint_experiment("dropout-rate", e),
+            Experiment::Batchnorm(e) => flint_experiment("batchnorm", e),
+            Experiment::McDropout(e) => flint_experiment("mc-dropout", e),
+            Experiment::SmallData(e) => flint_experiment("small-data", e),
         },
     };
     match result {
@@ -463,29 +484,27 @@ fn flint_binary() -> anyhow::Result<PathBuf> {
     }
 }
 
-fn experiment_transfer(
-    quick: bool,
-    output: Option<PathBuf>,
-    args: &[String],
-) -> anyhow::Result<ExitCode> {
+/// Runs `flint experiment <name>` into its output folder and prints its tables and wall time.
+fn flint_experiment(name: &str, e: FlintExperiment) -> anyhow::Result<ExitCode> {
     let flint = flint_binary()?;
-    let output = output.unwrap_or_else(|| {
-        root()
-            .join("runs")
-            .join(if quick { "transfer-quick" } else { "transfer" })
+    let output = e.output.unwrap_or_else(|| {
+        root().join("runs").join(if e.quick {
+            format!("{name}-quick")
+        } else {
+            name.to_string()
+        })
     });
     let start = std::time::Instant::now();
     let mut cmd = std::process::Command::new(&flint);
-    cmd.args(["experiment", "transfer", "--output"])
-        .arg(&output);
-    if quick {
+    cmd.args(["experiment", name, "--output"]).arg(&output);
+    if e.quick {
         cmd.arg("--quick");
     }
-    let status = cmd.args(args).status()?;
+    let status = cmd.args(&e.args).status()?;
     let wall = start.elapsed().as_secs_f64();
-    anyhow::ensure!(status.success(), "flint experiment transfer failed");
+    anyhow::ensure!(status.success(), "flint experiment {name} failed");
     let md = std::fs::read_to_string(output.join("results.md"))?;
-    // The tables: everything up to the source-model section.
+    // The tables: everything up to T2's per-source-model details.
     let tables = md.split("## Source models").next().unwrap_or(&md);
     println!("{}", tables.trim_end());
     println!("\nwall time: {wall:.0} s ({:.1} min)", wall / 60.0);

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use burn::config::Config as _;
 use clap::{Args, Subcommand};
 use flint_experiments::{
-    BatchNormExperimentConfig, DropoutRateConfig, Experiment, McDropoutConfig, RegularizersConfig, SmallDataConfig, TransferExperimentConfig,
+    BatchNormExperimentConfig, DropoutRateConfig, Experiment, McDropoutConfig, RegularizersConfig,
+    SmallDataConfig, TransferExperimentConfig,
 };
 
 use crate::ComputeArgs;
@@ -43,7 +44,7 @@ pub enum ExperimentCommand {
     Batchnorm(CommonArgs),
     /// k-fold cross-validation over dropout rates p = 0 ... 0.6 for the reference MLP and CNN
     /// on Fashion-MNIST: validation accuracy against p with error bars, the selected p and its
-    /// test accuracy. (One seed: --seeds is not used; the folds give the spread.)
+    /// test accuracy. (One seed; the folds give the spread, so it takes no --seeds.)
     DropoutRate(CommonArgs),
 }
 
@@ -198,7 +199,7 @@ fn run_common<C: Experiment>(args: &CommonArgs) -> Result<(), String> {
         None => C::full(),
     };
     if let Some(seeds) = args.seeds {
-        config.set_seeds(seeds);
+        config.set_seeds(seeds).map_err(|e| e.to_string())?;
     }
     config.check().map_err(|e| e.to_string())?;
     let device = args.compute.setup()?;

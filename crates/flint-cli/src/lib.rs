@@ -10,9 +10,8 @@ use burn::prelude::*;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flint_models::ModelConfig;
 use flint_train::{
-    EarlyStoppingConfig, OptimizerKind, ProgressMode, RegularizationConfig, RunOptions, ScheduleKind,
-    TrainConfig,
-    TrainError,
+    EarlyStoppingConfig, OptimizerKind, ProgressMode, RegularizationConfig, RunOptions,
+    ScheduleKind, TrainConfig, TrainError,
 };
 
 /// flint: train, evaluate and use image classifiers on burn.

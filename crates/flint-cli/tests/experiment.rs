@@ -23,6 +23,31 @@ fn bad_experiment_arguments_are_clear_errors() {
             &["experiment", "transfer", "--seeds", "0"],
             "at least one seed is needed",
         ),
+        (
+            &["experiment", "small-data", "--seeds", "0"],
+            "seeds and epochs must be at least 1",
+        ),
+        (
+            &[
+                "experiment",
+                "regularizers",
+                "--config",
+                "/nonexistent/experiment.json",
+            ],
+            "/nonexistent/experiment.json",
+        ),
+        (
+            &["experiment", "batchnorm", "--quick", "--config", "x.json"],
+            "cannot be used with",
+        ),
+        (
+            &["experiment", "dropout-rate", "--seeds", "2"],
+            "dropout-rate has no --seeds",
+        ),
+        (
+            &["experiment", "mc-dropout", "--seeds", "0"],
+            "repeats and bins must not be empty or 0",
+        ),
     ];
     for (args, message) in cases {
         let assert = flint().args(*args).assert().failure();
@@ -55,4 +80,44 @@ fn quick_transfer_prints_the_results_path_last() {
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(last, out.join("results.md").display().to_string());
     assert!(out.join("results.json").is_file() && out.join("transfer.png").is_file());
+}
+
+#[test]
+fn quick_mc_dropout_from_a_config_file_prints_the_results_path_last() {
+    if let Err(e) = flint_data::Locator::new()
+        .offline()
+        .find(&flint_data::MNIST)
+    {
+        if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
+            panic!("required data is missing: {e}");
+        }
+        eprintln!("SKIPPED: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mc");
+    flint()
+        .args(["experiment", "mc-dropout", "--quick", "--output"])
+        .arg(&out)
+        .assert()
+        .success();
+    // The written configuration runs again from --config (into a new folder), with --seeds
+    // overriding its repeats.
+    let again = dir.path().join("mc-again");
+    let assert = flint()
+        .args(["experiment", "mc-dropout", "--seeds", "3", "--config"])
+        .arg(out.join("experiment.json"))
+        .arg("--output")
+        .arg(&again)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert_eq!(
+        stdout.lines().last().unwrap_or_default(),
+        again.join("results.md").display().to_string()
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(again.join("experiment.json")).unwrap()).unwrap();
+    assert_eq!(written["repeats"], 3);
+    assert!(again.join("reliability-mnist.png").is_file());
 }

@@ -45,7 +45,5 @@ pub use locate::{DatasetSpec, Located, Locator, Origin};
 pub use mnist::{
     FASHION_MNIST, FASHION_MNIST_CLASSES, MNIST, MNIST_CLASSES, Split, fashion_mnist, mnist,
 };
-pub use split::{
-    LabelledSet, few_shot, filter_classes, k_fold, random_subset, train_val_split,
-};
+pub use split::{LabelledSet, few_shot, filter_classes, k_fold, random_subset, train_val_split};
 pub use transform::Normalize;

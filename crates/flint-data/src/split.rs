@@ -277,8 +277,16 @@ mod tests {
         assert_eq!(seen, (0..200).map(|i| i as u8).collect::<Vec<_>>());
         let again = k_fold(&set, 5, 3).unwrap();
         assert_eq!(origins(&folds[2].1), origins(&again[2].1));
-        assert_ne!(origins(&folds[2].1), origins(&k_fold(&set, 5, 4).unwrap()[2].1));
-        assert!(k_fold(&set, 1, 0).unwrap_err().to_string().contains("k >= 2"));
+        assert_ne!(
+            origins(&folds[2].1),
+            origins(&k_fold(&set, 5, 4).unwrap()[2].1)
+        );
+        assert!(
+            k_fold(&set, 1, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("k >= 2")
+        );
         assert!(k_fold(&traced(vec![0, 1], 2), 3, 0).is_err());
     }
 

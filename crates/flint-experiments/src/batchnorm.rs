@@ -311,7 +311,10 @@ pub fn run_batchnorm(
             let (run, reused) = cached_run(out_dir, &key, || {
                 let mut curve = Vec::new();
                 let mut on_step = |step: usize, model: &Classifier| {
-                    curve.push((step, flint_train::evaluate(model, &d.curve, device)?.accuracy));
+                    curve.push((
+                        step,
+                        flint_train::evaluate(model, &d.curve, device)?.accuracy,
+                    ));
                     Ok(())
                 };
                 let fitted = fit(
@@ -326,7 +329,8 @@ pub fn run_batchnorm(
                         on_step: &mut on_step,
                     }),
                 )?;
-                let final_accuracy = flint_train::evaluate(&fitted.model, &d.test, device)?.accuracy;
+                let final_accuracy =
+                    flint_train::evaluate(&fitted.model, &d.test, device)?.accuracy;
                 let steps_to = thresholds
                     .iter()
                     .map(|&t| curve.iter().find(|(_, a)| *a >= t).map(|(s, _)| *s))
@@ -474,7 +478,10 @@ fn plot(
 fn markdown(results: &BatchNormResults, wall_secs: f64) -> String {
     let c = &results.config;
     let mut md = String::new();
-    let _ = writeln!(md, "# batchnorm: does batch normalisation speed up training?\n");
+    let _ = writeln!(
+        md,
+        "# batchnorm: does batch normalisation speed up training?\n"
+    );
     let _ = writeln!(
         md,
         "## Ioffe & Szegedy 2015, Figure 1: sigmoid MLP on {}\n\n784-{}-10, sigmoid, plain SGD \
@@ -495,7 +502,10 @@ fn markdown(results: &BatchNormResults, wall_secs: f64) -> String {
         c.first_seed
     );
     let _ = writeln!(md, "{}", table(c, Part::Mlp, &results.runs));
-    let _ = writeln!(md, "![MLP test accuracy during training](batchnorm-mlp.png)\n");
+    let _ = writeln!(
+        md,
+        "![MLP test accuracy during training](batchnorm-mlp.png)\n"
+    );
     if c.cnn {
         let _ = writeln!(
             md,
@@ -504,7 +514,10 @@ fn markdown(results: &BatchNormResults, wall_secs: f64) -> String {
             c.cnn_dataset, c.cnn_epochs, c.cnn_eval_every
         );
         let _ = writeln!(md, "{}", table(c, Part::Cnn, &results.runs));
-        let _ = writeln!(md, "![CNN test accuracy during training](batchnorm-cnn.png)\n");
+        let _ = writeln!(
+            md,
+            "![CNN test accuracy during training](batchnorm-cnn.png)\n"
+        );
     }
     let _ = writeln!(
         md,

@@ -85,7 +85,10 @@ impl DropoutRateConfig {
             return bad(format!("dropout rates must be in [0, 1), got {p}"));
         }
         if self.folds < 2 {
-            return bad(format!("cross-validation needs at least 2 folds, got {}", self.folds));
+            return bad(format!(
+                "cross-validation needs at least 2 folds, got {}",
+                self.folds
+            ));
         }
         for m in &self.models {
             ModelConfig::reference(&m.model).map_err(ExperimentError::Invalid)?;
@@ -302,7 +305,11 @@ pub fn cv_table(config: &DropoutRateConfig, outcomes: &[CvOutcome]) -> String {
         let _ = write!(md, "| {p} |");
         for o in outcomes {
             let (_, s) = o.per_rate[i];
-            let mark = if *p == o.selected { " **(selected)**" } else { "" };
+            let mark = if *p == o.selected {
+                " **(selected)**"
+            } else {
+                ""
+            };
             let _ = write!(md, " {}{mark} |", s.percent());
         }
         md.push('\n');
@@ -382,7 +389,8 @@ fn markdown(results: &DropoutRateResults, wall_secs: f64) -> String {
                 "reference `{}`, {} epochs{}",
                 m.model,
                 m.epochs,
-                m.pool.map_or(String::new(), |n| format!(", pool of {n} images"))
+                m.pool
+                    .map_or(String::new(), |n| format!(", pool of {n} images"))
             ))
             .collect::<Vec<_>>()
             .join("; "),

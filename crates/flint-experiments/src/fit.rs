@@ -138,7 +138,7 @@ pub fn fit(
                 lr,
                 &rule,
             )
-            .map_err(|(_, loss)| {
+            .map_err(|loss| {
                 ExperimentError::Train(TrainError::NonFinite {
                     epoch: epoch as usize,
                     batch: b + 1,
@@ -160,7 +160,6 @@ pub fn fit(
             }
         }
     }
-    drop(watch);
     let train_secs = start.elapsed().as_secs_f64() - monitor_secs;
     Ok(Fitted {
         model: network.valid(),
@@ -218,11 +217,22 @@ mod tests {
             let class = (i % 2) as u8;
             for p in 0..784 {
                 let bright = (p < 392) == (class == 1);
-                pixels.push(if bright { 200 + (i * 7 + p) as u8 % 50 } else { (i + p) as u8 % 40 });
+                pixels.push(if bright {
+                    200 + (i * 7 + p) as u8 % 50
+                } else {
+                    (i + p) as u8 % 40
+                });
             }
             labels.push(class);
         }
-        ImageSet::new("toy", [1, 28, 28], pixels, labels, vec!["a".into(), "b".into()]).unwrap()
+        ImageSet::new(
+            "toy",
+            [1, 28, 28],
+            pixels,
+            labels,
+            vec!["a".into(), "b".into()],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -268,9 +278,19 @@ mod tests {
         let set = toy(32);
         let model = ModelConfig::Mlp(MlpConfig::new().with_hidden(vec![8]).with_num_classes(2));
         let run = || {
-            let f = fit(&model, &FitConfig::new().with_batch_size(8), &set, 6, 5, &Device::flex(), None)
-                .unwrap();
-            flint_train::evaluate(&f.model, &set, &Device::flex()).unwrap().loss
+            let f = fit(
+                &model,
+                &FitConfig::new().with_batch_size(8),
+                &set,
+                6,
+                5,
+                &Device::flex(),
+                None,
+            )
+            .unwrap();
+            flint_train::evaluate(&f.model, &set, &Device::flex())
+                .unwrap()
+                .loss
         };
         assert_eq!(run(), run());
     }

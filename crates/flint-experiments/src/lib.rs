@@ -50,8 +50,8 @@ pub trait Experiment: burn::config::Config + Clone {
     fn full() -> Self;
     /// A seconds-long smoke version (tests, `--quick`): checks the pipeline, not a result.
     fn quick() -> Self;
-    /// Sets the number of seeds.
-    fn set_seeds(&mut self, seeds: usize);
+    /// Sets the number of seeds (an error where the experiment has no such number).
+    fn set_seeds(&mut self, seeds: usize) -> Result<(), ExperimentError>;
     /// Checks the configuration.
     fn check(&self) -> Result<(), ExperimentError>;
     /// Runs into `out_dir`, reporting a line per finished run.
@@ -64,132 +64,80 @@ pub trait Experiment: burn::config::Config + Clone {
     ) -> Result<output::Written, ExperimentError>;
 }
 
-impl Experiment for SmallDataConfig {
-    const NAME: &'static str = "small-data";
-    fn full() -> Self {
-        Self::new()
-    }
-    fn quick() -> Self {
-        Self::quick()
-    }
-    fn set_seeds(&mut self, seeds: usize) {
-        self.seeds = seeds;
-    }
-    fn check(&self) -> Result<(), ExperimentError> {
-        self.validate()
-    }
-    fn run_into(
-        &self,
-        locator: &Locator,
-        out_dir: &Path,
-        device: &Device,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<output::Written, ExperimentError> {
-        written(run_small_data(self, locator, out_dir, device, progress)?.written)
-    }
+/// Implements [`Experiment`] for a configuration with `new()` (full), `quick()` and
+/// `validate()`, run by `$run`; `$seeds` is how `--seeds` applies.
+macro_rules! experiment {
+    ($config:ty, $name:literal, $run:path, |$c:ident, $n:ident| $seeds:expr) => {
+        impl Experiment for $config {
+            const NAME: &'static str = $name;
+            fn full() -> Self {
+                Self::new()
+            }
+            fn quick() -> Self {
+                <$config>::quick()
+            }
+            fn set_seeds(&mut self, $n: usize) -> Result<(), ExperimentError> {
+                let $c = self;
+                $seeds
+            }
+            fn check(&self) -> Result<(), ExperimentError> {
+                self.validate()
+            }
+            fn run_into(
+                &self,
+                locator: &Locator,
+                out_dir: &Path,
+                device: &Device,
+                progress: &mut dyn FnMut(&str),
+            ) -> Result<output::Written, ExperimentError> {
+                $run(self, locator, out_dir, device, progress)?
+                    .written
+                    .ok_or_else(|| {
+                        ExperimentError::Invalid("the experiment wrote no results".into())
+                    })
+            }
+        }
+    };
 }
 
-fn written(w: Option<output::Written>) -> Result<output::Written, ExperimentError> {
-    w.ok_or_else(|| ExperimentError::Invalid("the experiment wrote no results".into()))
-}
-
-impl Experiment for RegularizersConfig {
-    const NAME: &'static str = "regularizers";
-    fn full() -> Self {
-        Self::new()
+experiment!(SmallDataConfig, "small-data", run_small_data, |c, n| {
+    c.seeds = n;
+    Ok(())
+});
+experiment!(
+    RegularizersConfig,
+    "regularizers",
+    run_regularizers,
+    |c, n| {
+        c.seeds = n;
+        Ok(())
     }
-    fn quick() -> Self {
-        Self::quick()
+);
+// One trained network per data set; the seeds are the MC repeats.
+experiment!(McDropoutConfig, "mc-dropout", run_mc_dropout, |c, n| {
+    c.repeats = n;
+    Ok(())
+});
+experiment!(
+    BatchNormExperimentConfig,
+    "batchnorm",
+    run_batchnorm,
+    |c, n| {
+        c.seeds = n;
+        Ok(())
     }
-    fn set_seeds(&mut self, seeds: usize) {
-        self.seeds = seeds;
+);
+// One seed; the folds give the spread.
+experiment!(
+    DropoutRateConfig,
+    "dropout-rate",
+    run_dropout_rate,
+    |c, n| {
+        let _ = (c, n);
+        Err(ExperimentError::Invalid(
+            "dropout-rate has no --seeds: the spread comes from its folds (set `folds` or `seed` \
+         in a --config file)"
+                .into(),
+        ))
     }
-    fn check(&self) -> Result<(), ExperimentError> {
-        self.validate()
-    }
-    fn run_into(
-        &self,
-        locator: &Locator,
-        out_dir: &Path,
-        device: &Device,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<output::Written, ExperimentError> {
-        written(run_regularizers(self, locator, out_dir, device, progress)?.written)
-    }
-}
-
-impl Experiment for McDropoutConfig {
-    const NAME: &'static str = "mc-dropout";
-    fn full() -> Self {
-        Self::new()
-    }
-    fn quick() -> Self {
-        Self::quick()
-    }
-    fn set_seeds(&mut self, seeds: usize) {
-        // One trained network; the seeds are the MC repeats.
-        self.repeats = seeds;
-    }
-    fn check(&self) -> Result<(), ExperimentError> {
-        self.validate()
-    }
-    fn run_into(
-        &self,
-        locator: &Locator,
-        out_dir: &Path,
-        device: &Device,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<output::Written, ExperimentError> {
-        written(run_mc_dropout(self, locator, out_dir, device, progress)?.written)
-    }
-}
-
-impl Experiment for BatchNormExperimentConfig {
-    const NAME: &'static str = "batchnorm";
-    fn full() -> Self {
-        Self::new()
-    }
-    fn quick() -> Self {
-        Self::quick()
-    }
-    fn set_seeds(&mut self, seeds: usize) {
-        self.seeds = seeds;
-    }
-    fn check(&self) -> Result<(), ExperimentError> {
-        self.validate()
-    }
-    fn run_into(
-        &self,
-        locator: &Locator,
-        out_dir: &Path,
-        device: &Device,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<output::Written, ExperimentError> {
-        written(run_batchnorm(self, locator, out_dir, device, progress)?.written)
-    }
-}
-
-impl Experiment for DropoutRateConfig {
-    const NAME: &'static str = "dropout-rate";
-    fn full() -> Self {
-        Self::new()
-    }
-    fn quick() -> Self {
-        Self::quick()
-    }
-    fn set_seeds(&mut self, _seeds: usize) {
-        // One seed; the folds give the spread.
-    }
-    fn check(&self) -> Result<(), ExperimentError> {
-        self.validate()
-    }
-    fn run_into(
-        &self,
-        locator: &Locator,
-        out_dir: &Path,
-        device: &Device,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<output::Written, ExperimentError> {
-        written(run_dropout_rate(self, locator, out_dir, device, progress)?.written)
-    }
-}
+);

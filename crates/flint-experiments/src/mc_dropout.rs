@@ -146,10 +146,11 @@ impl CalibrationTally {
     pub fn add(&mut self, probs: &[f32], classes: usize, targets: &[i64]) {
         let bins = self.bin_count.len();
         for (row, &t) in probs.chunks(classes).zip(targets) {
-            let (pred, conf) = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
+            let (pred, conf) =
+                row.iter().enumerate().fold(
+                    (0, f32::MIN),
+                    |best, (i, &p)| if p > best.1 { (i, p) } else { best },
+                );
             let hit = pred as i64 == t;
             self.n += 1;
             self.correct += usize::from(hit);
@@ -237,7 +238,15 @@ pub fn run_mc_dropout(
                 test = random_subset(&test, n.min(test.len()), derive_seed(config.seed, 7))?;
             }
             let steps = steps_for(train.len(), config.fit.batch_size, config.epochs);
-            let fitted = fit(&config.model, &config.fit, &train, steps, config.seed, device, None)?;
+            let fitted = fit(
+                &config.model,
+                &config.fit,
+                &train,
+                steps,
+                config.seed,
+                device,
+                None,
+            )?;
             progress(&format!(
                 "{dataset}: trained {} epochs in {:.0} s; evaluating",
                 config.epochs, fitted.train_secs
@@ -247,7 +256,10 @@ pub fn run_mc_dropout(
             let sampler = mc_dropout_mode(fitted.training_model);
             let mut mc = Vec::new();
             for r in 0..config.repeats {
-                device.clone().autodiff().seed(derive_seed(config.seed, 1000 + r as u64));
+                device
+                    .clone()
+                    .autodiff()
+                    .seed(derive_seed(config.seed, 1000 + r as u64));
                 mc.push(mc_samples(&sampler, &test, config, device)?);
             }
             Ok(McDropoutRun {
@@ -271,8 +283,14 @@ pub fn run_mc_dropout(
             last.2.mean,
             if reused { " (reused)" } else { "" }
         ));
-        plots.push((format!("mc-dropout-{dataset}.png"), samples_plot(config, &run)?));
-        plots.push((format!("reliability-{dataset}.png"), reliability_plot(config, &run)?));
+        plots.push((
+            format!("mc-dropout-{dataset}.png"),
+            samples_plot(config, &run)?,
+        ));
+        plots.push((
+            format!("reliability-{dataset}.png"),
+            reliability_plot(config, &run)?,
+        ));
         runs.push(run);
     }
     let mut results = McDropoutResults {
@@ -295,8 +313,16 @@ pub fn run_mc_dropout(
 fn test_batches(
     test: &ImageSet,
     device: &Device,
-) -> Result<std::sync::Arc<dyn burn::data::dataloader::DataLoader<flint_data::ClassificationBatch>>, ExperimentError> {
-    Ok(loader(test.clone(), ImageBatcher::new(), &LoaderOptions::new(1000), device)?)
+) -> Result<
+    std::sync::Arc<dyn burn::data::dataloader::DataLoader<flint_data::ClassificationBatch>>,
+    ExperimentError,
+> {
+    Ok(loader(
+        test.clone(),
+        ImageBatcher::new(),
+        &LoaderOptions::new(1000),
+        device,
+    )?)
 }
 
 fn to_host(probs: Tensor<2>, targets: Tensor<1, burn::tensor::Int>) -> (Vec<f32>, Vec<i64>) {
@@ -349,7 +375,12 @@ fn mc_samples(
                 None => probs,
             };
             for (i, _) in config.samples.iter().enumerate().filter(|(_, n)| **n == k) {
-                let mean: Vec<f32> = s.clone().div_scalar(k as f64).into_data().iter::<f32>().collect();
+                let mean: Vec<f32> = s
+                    .clone()
+                    .div_scalar(k as f64)
+                    .into_data()
+                    .iter::<f32>()
+                    .collect();
                 tallies[i].add(&mean, classes, &targets);
             }
             sum = Some(s);
@@ -431,7 +462,10 @@ fn samples_plot(config: &McDropoutConfig, run: &McDropoutRun) -> Result<Vec<u8>,
             label: "weight scaling".into(),
             color: (200, 40, 40),
             dashed: true,
-            points: xs.iter().map(|&x| (x, flat(run.weight_scaling.accuracy))).collect(),
+            points: xs
+                .iter()
+                .map(|&x| (x, flat(run.weight_scaling.accuracy)))
+                .collect(),
         },
     ];
     accuracy_plot_png(
@@ -455,7 +489,10 @@ fn reliability_plot(
         max: v,
     };
     let bins = |c: &Calibration| -> Vec<(f64, MeanStd)> {
-        c.bins.iter().map(|&(conf, acc, _)| (conf * 100.0, point(acc))).collect()
+        c.bins
+            .iter()
+            .map(|&(conf, acc, _)| (conf * 100.0, point(acc)))
+            .collect()
     };
     let mut series = vec![Series {
         label: "perfect calibration".into(),
@@ -464,7 +501,10 @@ fn reliability_plot(
         points: vec![(0.0, point(0.0)), (100.0, point(1.0))],
     }];
     series.push(Series {
-        label: format!("weight scaling (ECE {:.2} %)", run.weight_scaling.ece * 100.0),
+        label: format!(
+            "weight scaling (ECE {:.2} %)",
+            run.weight_scaling.ece * 100.0
+        ),
         color: (200, 40, 40),
         dashed: false,
         points: bins(&run.weight_scaling),
@@ -572,9 +612,13 @@ mod tests {
 
     #[test]
     fn a_model_without_dropout_is_refused() {
-        let c = McDropoutConfig::new().with_model(ModelConfig::Mlp(
-            MlpConfig::new().with_dropout(vec![0.0]),
-        ));
-        assert!(c.validate().unwrap_err().to_string().contains("needs a model with dropout"));
+        let c = McDropoutConfig::new()
+            .with_model(ModelConfig::Mlp(MlpConfig::new().with_dropout(vec![0.0])));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs a model with dropout")
+        );
     }
 }

@@ -103,7 +103,11 @@ pub fn line_plot_png(spec: &PlotSpec<'_>, series: &[Series]) -> Result<Vec<u8>, 
         .flat_map(|s| s.points.iter().map(|(x, _)| *x))
         .chain(spec.x_ticks.iter().flatten().copied())
         .collect();
-    if xs.is_empty() || xs.iter().any(|x| !x.is_finite() || (spec.log_x && *x <= 0.0)) {
+    if xs.is_empty()
+        || xs
+            .iter()
+            .any(|x| !x.is_finite() || (spec.log_x && *x <= 0.0))
+    {
         return Err(err(format!(
             "x values must be finite{}, got {xs:?}",
             if spec.log_x { " and positive" } else { "" }

@@ -21,7 +21,9 @@ use burn::config::Config;
 use burn::tensor::Device;
 use flint_data::{Locator, Split, derive_seed, random_subset};
 use flint_models::{MlpConfig, ModelConfig};
-use flint_train::{OptimizerConfig, OptimizerKind, RegularizationConfig, ScheduleConfig, ScheduleKind};
+use flint_train::{
+    OptimizerConfig, OptimizerKind, RegularizationConfig, ScheduleConfig, ScheduleKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
@@ -87,13 +89,18 @@ impl RegMethod {
             RegMethod::None | RegMethod::Dropout => None,
             RegMethod::L2 | RegMethod::DropoutL2 => Some(r.with_l2(c.l2)),
             RegMethod::L1 => Some(r.with_l1(c.l1)),
-            RegMethod::MaxNorm | RegMethod::DropoutMaxNorm => Some(r.with_max_norm(Some(c.max_norm))),
+            RegMethod::MaxNorm | RegMethod::DropoutMaxNorm => {
+                Some(r.with_max_norm(Some(c.max_norm)))
+            }
         }
     }
 
     /// The row label with its hyper-parameters.
     pub fn label(self, c: &RegularizersConfig) -> String {
-        let dropout = format!("dropout ({} input, {} hidden)", c.input_dropout, c.hidden_dropout);
+        let dropout = format!(
+            "dropout ({} input, {} hidden)",
+            c.input_dropout, c.hidden_dropout
+        );
         match self {
             RegMethod::None => "no regularisation".into(),
             RegMethod::L2 => format!("L2 ({:e})", c.l2),
@@ -281,7 +288,11 @@ pub fn run_regularizers(
         let mut train = load_dataset(dataset, Split::Train, locator)?;
         let mut test = load_dataset(dataset, Split::Test, locator)?;
         if let Some(n) = config.train_limit {
-            train = random_subset(&train, n.min(train.len()), derive_seed(config.first_seed, 5))?;
+            train = random_subset(
+                &train,
+                n.min(train.len()),
+                derive_seed(config.first_seed, 5),
+            )?;
         }
         if let Some(n) = config.test_limit {
             test = random_subset(&test, n.min(test.len()), derive_seed(config.first_seed, 7))?;
@@ -336,7 +347,10 @@ pub fn run_regularizers(
             }
         }
         let these: Vec<&RegRun> = runs.iter().filter(|r| &r.dataset == dataset).collect();
-        plots.push((format!("regularizers-{dataset}.png"), plot(config, dataset, &these)?));
+        plots.push((
+            format!("regularizers-{dataset}.png"),
+            plot(config, dataset, &these)?,
+        ));
     }
     let rows = summarize(config, &runs);
     let mut results = RegularizersResults {

@@ -366,7 +366,10 @@ fn markdown(results: &SmallDataResults, wall_secs: f64) -> String {
         wall_secs
     );
     let _ = writeln!(md, "{}", table(&results.rows));
-    let _ = writeln!(md, "![test accuracy against training-set size](small-data.png)\n");
+    let _ = writeln!(
+        md,
+        "![test accuracy against training-set size](small-data.png)\n"
+    );
     let _ = writeln!(
         md,
         "Srivastava et al. 2014 (Figure 10, MNIST): dropout gives no improvement at the smallest \

@@ -103,7 +103,7 @@ pub struct StepOutput {
 }
 
 /// One step on a batch at learning rate `lr`. A loss (with its penalty) that is not finite
-/// returns `Err(value)` and leaves the model untouched; the caller names the epoch and batch.
+/// returns `Err(value)` before any update; the caller names the epoch and batch.
 pub fn training_step(
     model: Classifier,
     optimizer: &mut ModuleOptimizer,
@@ -112,7 +112,7 @@ pub fn training_step(
     targets: Tensor<1, Int>,
     lr: f64,
     rule: &StepRule<'_>,
-) -> Result<StepOutput, (Classifier, f32)> {
+) -> Result<StepOutput, f32> {
     let logits = model.forward(images);
     let data_loss = loss_fn.forward(logits.clone(), targets);
     let loss_value: f32 = data_loss.clone().into_scalar();
@@ -127,14 +127,17 @@ pub fn training_step(
         loss_value
     };
     if !total.is_finite() {
-        return Err((model, total));
+        return Err(total);
     }
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     if let Some(max_norm) = rule.optimizer.clip_grad_norm {
         clip_grad_norm(&model, &mut grads, max_norm);
     }
     let mut model = optimizer.step(lr, model, grads);
-    if let Some(constraint) = rule.regularization.and_then(RegularizationConfig::constraint) {
+    if let Some(constraint) = rule
+        .regularization
+        .and_then(RegularizationConfig::constraint)
+    {
         model = constraint.apply(model);
     }
     Ok(StepOutput {
@@ -157,13 +160,22 @@ mod tests {
             unreachable!()
         };
         let w = mlp.hidden[0].linear.weight.val();
-        w.powi_scalar(2).sum_dim(0).sqrt().into_data().iter::<f32>().collect()
+        w.powi_scalar(2)
+            .sum_dim(0)
+            .sqrt()
+            .into_data()
+            .iter::<f32>()
+            .collect()
     }
 
     fn step_with(reg: &RegularizationConfig, lr: f64) -> (Classifier, Classifier) {
         let device = Device::flex().autodiff();
         device.seed(3);
-        let config = ModelConfig::Mlp(MlpConfig::new().with_hidden(vec![8]).with_dropout(vec![0.0]));
+        let config = ModelConfig::Mlp(
+            MlpConfig::new()
+                .with_hidden(vec![8])
+                .with_dropout(vec![0.0]),
+        );
         let model = config.init(&device);
         let before = model.clone();
         let optim = OptimizerConfig::new()
@@ -182,7 +194,7 @@ mod tests {
             regularization: Some(reg),
         };
         let out = training_step(model, &mut optimizer, &ce, images, targets, lr, &rule)
-            .unwrap_or_else(|(_, v)| panic!("loss {v}"));
+            .unwrap_or_else(|v| panic!("loss {v}"));
         assert!(out.loss.is_finite());
         (before, out.model)
     }
@@ -201,7 +213,13 @@ mod tests {
         let Classifier::Mlp(mlp) = model else {
             unreachable!()
         };
-        mlp.hidden[0].linear.weight.val().into_data().iter::<f32>().collect()
+        mlp.hidden[0]
+            .linear
+            .weight
+            .val()
+            .into_data()
+            .iter::<f32>()
+            .collect()
     }
 
     #[test]
@@ -219,13 +237,21 @@ mod tests {
         );
         for i in 0..w.len() {
             assert!((a[i] - p[i] + 0.5 * w[i]).abs() < 1e-5, "l2 at {i}");
-            assert!((b[i] - p[i] + 0.001 * w[i].signum()).abs() < 1e-5, "l1 at {i}");
+            assert!(
+                (b[i] - p[i] + 0.001 * w[i].signum()).abs() < 1e-5,
+                "l1 at {i}"
+            );
         }
     }
 
     #[test]
     fn validation_and_description() {
-        assert!(RegularizationConfig::new().with_l1(-1.0).validate().is_err());
+        assert!(
+            RegularizationConfig::new()
+                .with_l1(-1.0)
+                .validate()
+                .is_err()
+        );
         assert!(
             RegularizationConfig::new()
                 .with_max_norm(Some(0.0))

@@ -331,7 +331,7 @@ fn run(
             );
             let step = match step {
                 Ok(step) => step,
-                Err((_, loss)) => {
+                Err(loss) => {
                     return Err(TrainError::NonFinite {
                         epoch,
                         batch: b + 1,
