@@ -597,14 +597,15 @@ mod tests {
     fn calibration_by_hand() {
         let mut t = CalibrationTally::new(10);
         // Two confident hits, one confident miss, one unsure hit.
-        let probs = [0.9, 0.1, 0.95, 0.05, 0.9, 0.1, 0.55, 0.45];
+        // (0.9 itself would sit on a bin edge, 0.8999999 in f32.)
+        let probs = [0.92, 0.08, 0.95, 0.05, 0.92, 0.08, 0.55, 0.45];
         t.add(&probs, 2, &[0, 0, 1, 0]);
         let c = t.finish();
         assert!((c.accuracy - 0.75).abs() < 1e-12);
-        let nll = -(0.9f64.ln() + 0.95f64.ln() + 0.1f64.ln() + 0.55f64.ln()) / 4.0;
+        let nll = -(0.92f64.ln() + 0.95f64.ln() + 0.08f64.ln() + 0.55f64.ln()) / 4.0;
         assert!((c.nll - nll).abs() < 1e-6, "{} vs {nll}", c.nll);
-        // Bins: [0.5, 0.6): conf 0.55 acc 1; [0.9, 1.0]: conf (0.9+0.95+0.9)/3, acc 2/3.
-        let high = (0.9 + 0.95 + 0.9) / 3.0;
+        // Bins: [0.5, 0.6): conf 0.55 acc 1; [0.9, 1.0]: conf (0.92+0.95+0.92)/3, acc 2/3.
+        let high = (0.92 + 0.95 + 0.92) / 3.0;
         let ece = 0.25 * (1.0 - 0.55) + 0.75 * (high - 2.0 / 3.0);
         assert!((c.ece - ece).abs() < 1e-6, "{} vs {ece}", c.ece);
         assert_eq!(c.bins.len(), 2);
