@@ -18,7 +18,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::tensor::Device;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
 use flint_data::{Locator, Split, derive_seed, random_subset};
 use flint_models::{MlpConfig, ModelConfig};
 use flint_train::{
@@ -238,6 +239,9 @@ pub struct RegRun {
     pub train_error: f64,
     /// Test error after each epoch (index 0: before training).
     pub test_error_curve: Vec<f64>,
+    /// The largest L2 norm of a unit's incoming weight vector in the final model (shows whether
+    /// a max-norm constraint was ever binding).
+    pub max_unit_norm: f64,
     /// Training seconds.
     pub train_secs: f64,
 }
@@ -255,6 +259,8 @@ pub struct RegRow {
     pub train_error: MeanStd,
     /// Test minus training error.
     pub gap: MeanStd,
+    /// Largest unit norm over the seeds' final models.
+    pub max_unit_norm: f64,
 }
 
 /// Everything the experiment produced.
@@ -324,6 +330,7 @@ pub fn run_regularizers(
                         }),
                     )?;
                     let on_train = flint_train::evaluate(&fitted.model, &train, device)?;
+                    let max_unit_norm = max_unit_norm(&fitted.model);
                     Ok(RegRun {
                         dataset: dataset.clone(),
                         method,
@@ -331,6 +338,7 @@ pub fn run_regularizers(
                         test_error: *curve.last().unwrap_or(&f64::NAN),
                         train_error: 1.0 - on_train.accuracy,
                         test_error_curve: curve,
+                        max_unit_norm,
                         train_secs: fitted.train_secs,
                     })
                 })?;
@@ -371,6 +379,23 @@ pub fn run_regularizers(
     Ok(results)
 }
 
+/// The largest norm of any linear unit's incoming weight vector (a column of burn's
+/// `[in, out]` weight matrix).
+pub fn max_unit_norm<M: Module>(model: &M) -> f64 {
+    struct Norms(f64);
+    impl ModuleVisitor for Norms {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D == 2 {
+                let norms = param.val().powi_scalar(2).sum_dim(0).sqrt().max();
+                self.0 = self.0.max(norms.into_scalar::<f32>() as f64);
+            }
+        }
+    }
+    let mut v = Norms(0.0);
+    model.visit(&mut v);
+    v.0
+}
+
 /// Mean ± std per data set and method.
 pub fn summarize(config: &RegularizersConfig, runs: &[RegRun]) -> Vec<RegRow> {
     let mut rows = Vec::new();
@@ -396,6 +421,7 @@ pub fn summarize(config: &RegularizersConfig, runs: &[RegRun]) -> Vec<RegRow> {
                 test_error,
                 train_error,
                 gap,
+                max_unit_norm: these.iter().map(|r| r.max_unit_norm).fold(0.0, f64::max),
             });
         }
     }
@@ -405,20 +431,23 @@ pub fn summarize(config: &RegularizersConfig, runs: &[RegRun]) -> Vec<RegRow> {
 /// The table of one data set.
 pub fn table(config: &RegularizersConfig, rows: &[RegRow], dataset: &str) -> String {
     let anchors = dataset == "mnist";
-    let mut md = String::from("| method | test error (%) | train error (%) | gap (points) |");
+    let mut md = String::from(
+        "| method | test error (%) | train error (%) | gap (points) | largest unit norm |",
+    );
     md.push_str(if anchors {
-        " paper, MNIST (%) |\n| --- | ---: | ---: | ---: | ---: |\n"
+        " paper, MNIST (%) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
     } else {
-        "\n| --- | ---: | ---: | ---: |\n"
+        "\n| --- | ---: | ---: | ---: | ---: |\n"
     });
     for r in rows.iter().filter(|r| r.dataset == dataset) {
         let _ = write!(
             md,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} |",
             r.method.label(config),
             r.test_error.percent(),
             r.train_error.percent(),
-            r.gap.points()
+            r.gap.points(),
+            r.max_unit_norm
         );
         if anchors {
             let a = r.method.anchor().map_or("-".into(), |a| format!("{a:.2}"));
@@ -479,7 +508,8 @@ fn markdown(results: &RegularizersResults, plots: &[(String, Vec<u8>)], wall_sec
         "ReLU MLP 784-{}-10; {:?} lr {} (momentum {}), {:?} schedule, batch {}, {} epochs; {} \
          seed(s) from {}. Error of the final model; the training error is measured in inference \
          mode on the whole training set. Penalties are added to the loss (`l1·Σ|w|`, `l2·Σw²`, \
-         weights only); max-norm projects each unit's incoming weights after every step. Wall \
+         weights only); max-norm projects each unit's incoming weights after every step (the \
+         last column shows the largest incoming-weight norm of any unit at the end). Wall \
          time {:.0} s (training {:.0} s).\n",
         c.hidden
             .iter()
