@@ -59,6 +59,14 @@ fn bad_arguments_are_clear_errors_not_panics() {
         (&["train", "--epochs", "0"], "epochs must be at least 1"),
         (&["train", "--lr", "-0.1"], "learning rate must be positive"),
         (
+            &["train", "--max-norm", "0"],
+            "max-norm must be finite and positive, got 0",
+        ),
+        (
+            &["train", "--l2", "-0.0001"],
+            "L2 penalty must be finite and >= 0, got -0.0001",
+        ),
+        (
             &["train", "--lr", "abc"],
             "invalid value 'abc' for '--lr <LR>'",
         ),
@@ -326,6 +334,10 @@ fn a_full_short_run_ends_with_the_test_accuracy_line() {
             "0.5",
             "--threads",
             "1",
+            "--l2",
+            "1e-4",
+            "--max-norm",
+            "3",
         ])
         .arg("--output")
         .arg(&run)
@@ -348,6 +360,12 @@ fn a_full_short_run_ends_with_the_test_accuracy_line() {
         config.contains("\"Sgd\"") && config.contains("\"nesterov\": true"),
         "{config}"
     );
+    assert!(
+        config.contains("\"l2\": 0.0001") && config.contains("\"max_norm\": 3.0"),
+        "{config}"
+    );
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("regularisation: L2 1e-4 + max-norm 3"), "{report}");
     // The run's config.json trains the same run again through --config.
     let again = dir.path().join("again");
     let output = flint()
