@@ -365,7 +365,10 @@ fn a_full_short_run_ends_with_the_test_accuracy_line() {
         "{config}"
     );
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
-    assert!(report.contains("regularisation: L2 1e-4 + max-norm 3"), "{report}");
+    assert!(
+        report.contains("regularisation: L2 1e-4 + max-norm 3"),
+        "{report}"
+    );
     // The run's config.json trains the same run again through --config.
     let again = dir.path().join("again");
     let output = flint()

@@ -8,6 +8,20 @@ fn flint() -> Command {
     cmd
 }
 
+/// Whether the data set is on the machine; skips with a reason, or fails when data is required.
+fn available(spec: &flint_data::DatasetSpec) -> bool {
+    match flint_data::Locator::new().offline().find(spec) {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
+                panic!("required data is missing: {e}");
+            }
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+    }
+}
+
 #[test]
 fn bad_experiment_arguments_are_clear_errors() {
     let cases: &[(&[&str], &str)] = &[
@@ -59,14 +73,7 @@ fn bad_experiment_arguments_are_clear_errors() {
 
 #[test]
 fn quick_transfer_prints_the_results_path_last() {
-    if let Err(e) = flint_data::Locator::new()
-        .offline()
-        .find(&flint_data::FASHION_MNIST)
-    {
-        if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("required data is missing: {e}");
-        }
-        eprintln!("SKIPPED: {e}");
+    if !available(&flint_data::FASHION_MNIST) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -84,14 +91,7 @@ fn quick_transfer_prints_the_results_path_last() {
 
 #[test]
 fn quick_mc_dropout_from_a_config_file_prints_the_results_path_last() {
-    if let Err(e) = flint_data::Locator::new()
-        .offline()
-        .find(&flint_data::MNIST)
-    {
-        if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("required data is missing: {e}");
-        }
-        eprintln!("SKIPPED: {e}");
+    if !available(&flint_data::MNIST) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::Device;
-use flint_data::{ImageSet, Locator, Split, derive_seed, random_subset};
+use flint_data::{ImageSet, Locator, derive_seed, random_subset};
 use flint_models::{Activation, Classifier, CnnConfig, MlpConfig, ModelConfig};
 use flint_train::{OptimizerConfig, OptimizerKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, Monitor, fit, load_dataset, steps_for};
+use crate::fit::{FitConfig, Monitor, fit, load_sets, steps_for};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Legend, PlotSpec, Series, line_plot_png};
 use crate::stats::MeanStd;
@@ -255,15 +255,14 @@ fn part_data(
     dataset: &str,
     locator: &Locator,
 ) -> Result<PartData, ExperimentError> {
-    let mut train = load_dataset(dataset, Split::Train, locator)?;
-    let mut test = load_dataset(dataset, Split::Test, locator)?;
     let seed = config.first_seed;
-    if let Some(n) = config.train_limit {
-        train = random_subset(&train, n.min(train.len()), derive_seed(seed, 5))?;
-    }
-    if let Some(n) = config.test_limit {
-        test = random_subset(&test, n.min(test.len()), derive_seed(seed, 7))?;
-    }
+    let (train, test) = load_sets(
+        dataset,
+        locator,
+        config.train_limit,
+        config.test_limit,
+        seed,
+    )?;
     let curve = match config.curve_images {
         Some(n) if n < test.len() => random_subset(&test, n, derive_seed(seed, 9))?,
         _ => test.clone(),

@@ -14,12 +14,12 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::Device;
-use flint_data::{Locator, Split, derive_seed, k_fold, random_subset};
+use flint_data::{Locator, derive_seed, k_fold, random_subset};
 use flint_models::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, fit, load_dataset, steps_for, with_dropout};
+use crate::fit::{FitConfig, fit, load_sets, steps_for, with_dropout};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Legend, PlotSpec, Series, line_plot_png};
 use crate::stats::MeanStd;
@@ -169,11 +169,13 @@ pub fn run_dropout_rate(
     let start = Instant::now();
     config.validate()?;
     claim_output(config, &DropoutRateConfig::new(), out_dir)?;
-    let train = load_dataset(&config.dataset, Split::Train, locator)?;
-    let mut test = load_dataset(&config.dataset, Split::Test, locator)?;
-    if let Some(n) = config.test_limit {
-        test = random_subset(&test, n.min(test.len()), derive_seed(config.seed, 7))?;
-    }
+    let (train, test) = load_sets(
+        &config.dataset,
+        locator,
+        None,
+        config.test_limit,
+        config.seed,
+    )?;
     let total: usize = config.models.len() * config.rates.len() * config.folds;
     let mut folds = Vec::new();
     let mut outcomes = Vec::new();

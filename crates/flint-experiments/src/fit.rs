@@ -12,7 +12,9 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
-use flint_data::{ImageBatcher, ImageSet, LoaderOptions, Locator, Split, derive_seed, loader};
+use flint_data::{
+    ImageBatcher, ImageSet, LoaderOptions, Locator, Split, derive_seed, loader, random_subset,
+};
 use flint_models::{Classifier, ModelConfig};
 use flint_train::optim::build_optimizer;
 use flint_train::{
@@ -180,6 +182,26 @@ pub fn with_dropout(model: &ModelConfig, rate: f64) -> ModelConfig {
         ModelConfig::Cnn(c) => c.dropout = rate,
     }
     model
+}
+
+/// A data set's training and test sets, each cut to a stratified random subset when a limit is
+/// given (seeded from `seed`, so every run of an experiment sees the same subsets).
+pub fn load_sets(
+    name: &str,
+    locator: &Locator,
+    train_limit: Option<usize>,
+    test_limit: Option<usize>,
+    seed: u64,
+) -> Result<(ImageSet, ImageSet), ExperimentError> {
+    let mut train = load_dataset(name, Split::Train, locator)?;
+    let mut test = load_dataset(name, Split::Test, locator)?;
+    if let Some(n) = train_limit {
+        train = random_subset(&train, n.min(train.len()), derive_seed(seed, 5))?;
+    }
+    if let Some(n) = test_limit {
+        test = random_subset(&test, n.min(test.len()), derive_seed(seed, 7))?;
+    }
+    Ok((train, test))
 }
 
 /// Loads a data set by name (`mnist`, `fashion-mnist`, `cifar-10`).

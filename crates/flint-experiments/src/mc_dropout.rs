@@ -17,15 +17,14 @@ use burn::config::Config;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use flint_data::{
-    ImageBatcher, ImageSet, LabelledSet, LoaderOptions, Locator, Split, derive_seed, loader,
-    random_subset,
+    ImageBatcher, ImageSet, LabelledSet, LoaderOptions, Locator, derive_seed, loader,
 };
 use flint_layers::mc_dropout_mode;
 use flint_models::{Classifier, MlpConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, fit, load_dataset, steps_for};
+use crate::fit::{FitConfig, fit, load_sets, steps_for};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Legend, PlotSpec, Series, accuracy_plot_png, line_plot_png};
 use crate::stats::MeanStd;
@@ -229,14 +228,13 @@ pub fn run_mc_dropout(
     let mut plots = Vec::new();
     for dataset in &config.datasets {
         let (run, reused) = cached_run(out_dir, dataset, || {
-            let mut train = load_dataset(dataset, Split::Train, locator)?;
-            let mut test = load_dataset(dataset, Split::Test, locator)?;
-            if let Some(n) = config.train_limit {
-                train = random_subset(&train, n.min(train.len()), derive_seed(config.seed, 5))?;
-            }
-            if let Some(n) = config.test_limit {
-                test = random_subset(&test, n.min(test.len()), derive_seed(config.seed, 7))?;
-            }
+            let (train, test) = load_sets(
+                dataset,
+                locator,
+                config.train_limit,
+                config.test_limit,
+                config.seed,
+            )?;
             let steps = steps_for(train.len(), config.fit.batch_size, config.epochs);
             let fitted = fit(
                 &config.model,

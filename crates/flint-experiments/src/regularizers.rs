@@ -20,7 +20,7 @@ use std::time::Instant;
 use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use flint_data::{Locator, Split, derive_seed, random_subset};
+use flint_data::Locator;
 use flint_models::{MlpConfig, ModelConfig};
 use flint_train::{
     OptimizerConfig, OptimizerKind, RegularizationConfig, ScheduleConfig, ScheduleKind,
@@ -28,7 +28,7 @@ use flint_train::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, Monitor, fit, load_dataset, steps_for};
+use crate::fit::{FitConfig, Monitor, fit, load_sets, steps_for};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Legend, PlotSpec, Series, line_plot_png};
 use crate::stats::MeanStd;
@@ -291,18 +291,13 @@ pub fn run_regularizers(
     let mut runs = Vec::new();
     let mut plots = Vec::new();
     for dataset in &config.datasets {
-        let mut train = load_dataset(dataset, Split::Train, locator)?;
-        let mut test = load_dataset(dataset, Split::Test, locator)?;
-        if let Some(n) = config.train_limit {
-            train = random_subset(
-                &train,
-                n.min(train.len()),
-                derive_seed(config.first_seed, 5),
-            )?;
-        }
-        if let Some(n) = config.test_limit {
-            test = random_subset(&test, n.min(test.len()), derive_seed(config.first_seed, 7))?;
-        }
+        let (train, test) = load_sets(
+            dataset,
+            locator,
+            config.train_limit,
+            config.test_limit,
+            config.first_seed,
+        )?;
         let steps_per_epoch = steps_for(train.len(), config.fit.batch_size, 1);
         for seed in config.first_seed..config.first_seed + config.seeds as u64 {
             for method in RegMethod::ALL {

@@ -15,12 +15,12 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::Device;
-use flint_data::{Locator, Split, derive_seed, random_subset};
+use flint_data::{Locator, derive_seed, random_subset};
 use flint_models::{MlpConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, fit, load_dataset, steps_for, with_dropout};
+use crate::fit::{FitConfig, fit, load_sets, steps_for, with_dropout};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Series, accuracy_plot_png};
 use crate::stats::MeanStd;
@@ -162,11 +162,13 @@ pub fn run_small_data(
     let start = Instant::now();
     config.validate()?;
     claim_output(config, &SmallDataConfig::new(), out_dir)?;
-    let train = load_dataset(&config.dataset, Split::Train, locator)?;
-    let mut test = load_dataset(&config.dataset, Split::Test, locator)?;
-    if let Some(n) = config.test_limit {
-        test = random_subset(&test, n.min(test.len()), derive_seed(config.first_seed, 7))?;
-    }
+    let (train, test) = load_sets(
+        &config.dataset,
+        locator,
+        None,
+        config.test_limit,
+        config.first_seed,
+    )?;
     if let Some(&n) = config.sizes.iter().find(|&&n| n > train.len()) {
         return Err(ExperimentError::Invalid(format!(
             "size {n} is larger than the {} training images of {}",
