@@ -173,6 +173,40 @@ pub fn fit(
     })
 }
 
+/// A one-line description for reports: `MLP 784-256-256-10 (ReLU, dropout [0.5])`, `CNN ...`.
+pub fn describe_model(model: &ModelConfig) -> String {
+    match model {
+        ModelConfig::Mlp(m) => {
+            let widths: Vec<String> = std::iter::once(m.input_size)
+                .chain(m.hidden.iter().copied())
+                .chain(std::iter::once(m.num_classes))
+                .map(|w| w.to_string())
+                .collect();
+            format!(
+                "MLP {} ({}, dropout {:?}{}{})",
+                widths.join("-"),
+                m.activation.name(),
+                m.dropout,
+                if m.input_dropout > 0.0 {
+                    format!(", input dropout {}", m.input_dropout)
+                } else {
+                    String::new()
+                },
+                if m.batch_norm { ", batch norm" } else { "" }
+            )
+        }
+        ModelConfig::Cnn(c) => format!(
+            "CNN conv {:?} ({}x{}{}), hidden {}, dropout {}",
+            c.channels,
+            c.kernel_size,
+            c.kernel_size,
+            if c.batch_norm { ", batch norm" } else { "" },
+            c.hidden,
+            c.dropout
+        ),
+    }
+}
+
 /// `model` with every dropout rate set to `rate` (MLP: after each hidden layer; CNN: before
 /// the classifier). The input dropout of an MLP is left as it is.
 pub fn with_dropout(model: &ModelConfig, rate: f64) -> ModelConfig {
@@ -292,6 +326,18 @@ mod tests {
         assert!(report.accuracy > 0.9, "{}", report.accuracy);
         assert_eq!(steps_for(64, 16, 3), 12);
         assert_eq!(steps_for(65, 16, 1), 5);
+    }
+
+    #[test]
+    fn descriptions() {
+        assert_eq!(
+            describe_model(&ModelConfig::reference("mlp").unwrap()),
+            "MLP 784-256-256-10 (ReLU, dropout [0.5])"
+        );
+        assert_eq!(
+            describe_model(&with_dropout(&ModelConfig::reference("cnn").unwrap(), 0.3)),
+            "CNN conv [32, 64] (3x3, batch norm), hidden 128, dropout 0.3"
+        );
     }
 
     #[test]

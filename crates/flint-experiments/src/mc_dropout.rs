@@ -24,7 +24,7 @@ use flint_models::{Classifier, MlpConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, fit, load_sets, steps_for};
+use crate::fit::{FitConfig, describe_model, fit, load_sets, steps_for};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Legend, PlotSpec, Series, accuracy_plot_png, line_plot_png};
 use crate::stats::MeanStd;
@@ -541,11 +541,11 @@ fn markdown(results: &McDropoutResults, wall_secs: f64) -> String {
     let _ = writeln!(md, "# mc-dropout: MC-dropout against weight scaling\n");
     let _ = writeln!(
         md,
-        "Network `{}` trained {} epochs ({:?}, lr {}, batch {}, seed {}); MC-dropout averages the \
+        "{} trained {} epochs ({:?}, lr {}, batch {}, seed {}); MC-dropout averages the \
          softmax of k forward passes with dropout on (batch-norm layers, if any, in inference \
          mode); {} repeats with fresh masks give mean ± std. ECE over {} equal-width confidence \
-         bins. Wall time {:.0} s.\n",
-        c.model.kind(),
+         bins. Wall time of this invocation {:.0} s.\n",
+        describe_model(&c.model),
         c.epochs,
         c.fit.optimizer.kind,
         c.fit.optimizer.lr,

@@ -20,7 +20,7 @@ use flint_models::{MlpConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, fit, load_sets, steps_for, with_dropout};
+use crate::fit::{FitConfig, describe_model, fit, load_sets, steps_for, with_dropout};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Series, accuracy_plot_png};
 use crate::stats::MeanStd;
@@ -349,12 +349,12 @@ fn markdown(results: &SmallDataResults, wall_secs: f64) -> String {
     let _ = writeln!(md, "# small-data: dropout as the training set shrinks\n");
     let _ = writeln!(
         md,
-        "{} `{}` on {}, with dropout {} and without (0), trained for max({} epochs, {} steps) \
+        "{} on {}, with dropout {} and without (0), trained for max({} epochs, {} steps) \
          with {:?} lr {} at batch {}; {} seed(s) from {}; test accuracy of the final model on {} \
          test images (mean ± std over seeds). The two arms of a seed share the subset and the \
-         initial weights; the gain is paired by seed. Wall time {:.0} s.\n",
-        c.model.kind(),
-        c.model.kind(),
+         initial weights; the gain is paired by seed. Wall time of this invocation {:.0} s; \
+         training time of all {} runs {:.0} s.\n",
+        describe_model(&with_dropout(&c.model, c.dropout)),
         c.dataset,
         c.dropout,
         c.epochs,
@@ -365,7 +365,9 @@ fn markdown(results: &SmallDataResults, wall_secs: f64) -> String {
         c.seeds,
         c.first_seed,
         results.test_images,
-        wall_secs
+        wall_secs,
+        results.runs.len(),
+        results.runs.iter().map(|r| r.train_secs).sum::<f64>()
     );
     let _ = writeln!(md, "{}", table(&results.rows));
     let _ = writeln!(
