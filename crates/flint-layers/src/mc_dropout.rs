@@ -13,7 +13,9 @@ use crate::error::LayerConfigError;
 ///
 /// The model must be in training configuration: on an autodiff device (e.g. `device.autodiff()`)
 /// and not `valid()` (which turns every layer's flag off). Its parameters in the frozen group stop
-/// requiring gradients; the rest are untouched.
+/// requiring gradients; the rest are untouched. For sampling only, add `.no_grad()`: dropout stays
+/// on, and the autodiff backend stops recording each pass's graph, which otherwise accumulates
+/// until a backward pass (hundreds of passes over a test set can exhaust memory).
 pub fn mc_dropout_mode<M: Module>(model: M) -> M {
     let mut visitor = BatchNormIds {
         path: Vec::new(),
