@@ -43,9 +43,10 @@ pub struct DropoutRateConfig {
     /// Data set.
     #[config(default = "String::from(\"fashion-mnist\")")]
     pub dataset: String,
-    /// The networks.
+    /// The networks (default: the MLP for 10 epochs on all 60,000 images, the CNN for 4 epochs
+    /// on a pool of 5,000, which keeps the 2 x 21 + 4 runs under an hour on a 2-core CPU).
     #[config(
-        default = "vec![CvModel::new(String::from(\"mlp\"), 20), CvModel::new(String::from(\"cnn\"), 5).with_pool(Some(10_000))]"
+        default = "vec![CvModel::new(String::from(\"mlp\"), 10), CvModel::new(String::from(\"cnn\"), 4).with_pool(Some(5_000))]"
     )]
     pub models: Vec<CvModel>,
     /// Dropout rates to compare.
