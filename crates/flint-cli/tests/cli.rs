@@ -5,27 +5,13 @@ use std::path::Path;
 use assert_cmd::Command;
 use predicates::prelude::*;
 
+mod common;
+use common::{available, skip};
+
 fn flint() -> Command {
     let mut cmd = Command::cargo_bin("flint").unwrap();
     cmd.env("FLINT_OFFLINE", "1");
     cmd
-}
-
-/// Skips (or fails under `FLINT_REQUIRE_DATA`) when Fashion-MNIST is not on the machine.
-fn fashion_available() -> bool {
-    match flint_data::Locator::new()
-        .offline()
-        .find(&flint_data::FASHION_MNIST)
-    {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
-                panic!("required data is missing: {e}");
-            }
-            eprintln!("SKIPPED: {e}");
-            false
-        }
-    }
 }
 
 fn last_line(output: &[u8]) -> String {
@@ -211,7 +197,7 @@ fn bad_arguments_are_clear_errors_not_panics() {
 
 #[test]
 fn train_eval_predict_and_resume_through_the_binary() {
-    if !fashion_available() {
+    if !available(&flint_data::FASHION_MNIST) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -307,7 +293,7 @@ fn train_eval_predict_and_resume_through_the_binary() {
 
 #[test]
 fn a_full_short_run_ends_with_the_test_accuracy_line() {
-    if !fashion_available() {
+    if !available(&flint_data::FASHION_MNIST) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -418,18 +404,12 @@ fn finetune_and_predict_through_the_binary() {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
         .join("hymenoptera");
     if !data.join("train").is_dir() {
-        if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("required data is missing: {}", data.display());
-        }
-        eprintln!("SKIPPED: {} is missing", data.display());
+        skip(&format!("{} is missing", data.display()));
         return;
     }
     let models = flint().args(["models"]).output().unwrap();
     if !String::from_utf8_lossy(&models.stdout).contains("compiled in from") {
-        if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("no ONNX model compiled in: set FLINT_MODELS when building");
-        }
-        eprintln!("SKIPPED: no ONNX model compiled into this build");
+        skip("no ONNX model compiled into this build (set FLINT_MODELS when building)");
         return;
     }
     // Four images per class and split: enough to run everything, quick to extract.

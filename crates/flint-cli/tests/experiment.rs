@@ -2,24 +2,13 @@
 
 use assert_cmd::Command;
 
+mod common;
+use common::available;
+
 fn flint() -> Command {
     let mut cmd = Command::cargo_bin("flint").unwrap();
     cmd.env("FLINT_OFFLINE", "1");
     cmd
-}
-
-/// Whether the data set is on the machine; skips with a reason, or fails when data is required.
-fn available(spec: &flint_data::DatasetSpec) -> bool {
-    match flint_data::Locator::new().offline().find(spec) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var_os("FLINT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0") {
-                panic!("required data is missing: {e}");
-            }
-            eprintln!("SKIPPED: {e}");
-            false
-        }
-    }
 }
 
 #[test]
