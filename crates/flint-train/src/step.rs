@@ -102,8 +102,10 @@ pub struct StepOutput {
     pub logits: Tensor<2>,
 }
 
-/// One step on a batch at learning rate `lr`. A loss (with its penalty) that is not finite
-/// returns `Err(value)` before any update; the caller names the epoch and batch.
+/// One step on a batch at learning rate `lr`. A cross-entropy that is not finite returns
+/// `Err(value)` before any update; the caller names the epoch and batch. (Only the data loss is
+/// read back, one device sync per step: a non-finite weight makes it non-finite too, so the
+/// penalty needs no check of its own.)
 pub fn training_step(
     model: Classifier,
     optimizer: &mut ModuleOptimizer,
@@ -116,19 +118,13 @@ pub fn training_step(
     let logits = model.forward(images);
     let data_loss = loss_fn.forward(logits.clone(), targets);
     let loss_value: f32 = data_loss.clone().into_scalar();
-    let penalty = rule.regularization.and_then(RegularizationConfig::penalty);
-    let loss = match penalty {
+    if !loss_value.is_finite() {
+        return Err(loss_value);
+    }
+    let loss = match rule.regularization.and_then(RegularizationConfig::penalty) {
         Some(p) => data_loss + p.penalty(&model, &logits.device()),
         None => data_loss,
     };
-    let total: f32 = if penalty.is_some() {
-        loss.clone().into_scalar()
-    } else {
-        loss_value
-    };
-    if !total.is_finite() {
-        return Err(total);
-    }
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     if let Some(max_norm) = rule.optimizer.clip_grad_norm {
         clip_grad_norm(&model, &mut grads, max_norm);
