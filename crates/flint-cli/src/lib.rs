@@ -338,10 +338,7 @@ impl TrainArgs {
             s.gamma = v;
         }
         if let Some(p) = self.dropout {
-            match &mut config.model {
-                ModelConfig::Mlp(m) => m.dropout = vec![p],
-                ModelConfig::Cnn(m) => m.dropout = p,
-            }
+            config.model = config.model.with_dropout_rate(p);
         }
         if let Some(v) = self.seed {
             config.seed = v;

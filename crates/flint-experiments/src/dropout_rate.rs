@@ -19,7 +19,7 @@ use flint_models::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, fit, load_sets, steps_for, with_dropout};
+use crate::fit::{FitConfig, fit, load_sets, steps_for};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Legend, PlotSpec, Series, line_plot_png};
 use crate::stats::MeanStd;
@@ -196,7 +196,7 @@ pub fn run_dropout_rate(
                     let steps = steps_for(fit_set.len(), config.fit.batch_size, m.epochs);
                     let seed = derive_seed(config.seed, 100 + fold as u64);
                     let fitted = fit(
-                        &with_dropout(&model, rate),
+                        &model.clone().with_dropout_rate(rate),
                         &config.fit,
                         fit_set,
                         steps,
@@ -240,7 +240,7 @@ pub fn run_dropout_rate(
             let (run, _) = cached_run(out_dir, &key, || {
                 let steps = steps_for(pool.len(), config.fit.batch_size, m.epochs);
                 let fitted = fit(
-                    &with_dropout(&model, rate),
+                    &model.clone().with_dropout_rate(rate),
                     &config.fit,
                     &pool,
                     steps,

@@ -207,17 +207,6 @@ pub fn describe_model(model: &ModelConfig) -> String {
     }
 }
 
-/// `model` with every dropout rate set to `rate` (MLP: after each hidden layer; CNN: before
-/// the classifier). The input dropout of an MLP is left as it is.
-pub fn with_dropout(model: &ModelConfig, rate: f64) -> ModelConfig {
-    let mut model = model.clone();
-    match &mut model {
-        ModelConfig::Mlp(m) => m.dropout = vec![rate],
-        ModelConfig::Cnn(c) => c.dropout = rate,
-    }
-    model
-}
-
 /// A data set's training and test sets, each cut to a stratified random subset when a limit is
 /// given (seeded from `seed`, so every run of an experiment sees the same subsets).
 pub fn load_sets(
@@ -335,7 +324,11 @@ mod tests {
             "MLP 784-256-256-10 (ReLU, dropout [0.5])"
         );
         assert_eq!(
-            describe_model(&with_dropout(&ModelConfig::reference("cnn").unwrap(), 0.3)),
+            describe_model(
+                &ModelConfig::reference("cnn")
+                    .unwrap()
+                    .with_dropout_rate(0.3)
+            ),
             "CNN conv [32, 64] (3x3, batch norm), hidden 128, dropout 0.3"
         );
     }

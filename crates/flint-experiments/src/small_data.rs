@@ -20,7 +20,7 @@ use flint_models::{MlpConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::fit::{FitConfig, describe_model, fit, load_sets, steps_for, with_dropout};
+use crate::fit::{FitConfig, describe_model, fit, load_sets, steps_for};
 use crate::output::{Written, cached_run, claim_output, write_results};
 use crate::plot::{Series, accuracy_plot_png};
 use crate::stats::MeanStd;
@@ -185,7 +185,7 @@ pub fn run_small_data(
                 let key = format!("n{size}-{}-seed{seed}", arm(dropout));
                 let (run, reused) = cached_run(out_dir, &key, || {
                     let rate = if dropout { config.dropout } else { 0.0 };
-                    let model = with_dropout(&config.model, rate);
+                    let model = config.model.clone().with_dropout_rate(rate);
                     let steps = config.steps(size);
                     let fitted = fit(&model, &config.fit, &subset, steps, seed, device, None)?;
                     let on_train = flint_train::evaluate(&fitted.model, &subset, device)?;
@@ -354,7 +354,7 @@ fn markdown(results: &SmallDataResults, wall_secs: f64) -> String {
          test images (mean ± std over seeds). The two arms of a seed share the subset and the \
          initial weights; the gain is paired by seed. Wall time of this invocation {:.0} s; \
          training time of all {} runs {:.0} s.\n",
-        describe_model(&with_dropout(&c.model, c.dropout)),
+        describe_model(&c.model.clone().with_dropout_rate(c.dropout)),
         c.dataset,
         c.dropout,
         c.epochs,

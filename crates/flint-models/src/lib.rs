@@ -55,6 +55,17 @@ impl ModelConfig {
         }
     }
 
+    /// The same model with its dropout rate set to `rate` (MLP: after every hidden layer; CNN:
+    /// before the classifier), what `flint train --dropout` and the dropout experiments vary.
+    /// An MLP's input dropout and a CNN's spatial dropout are left as they are.
+    pub fn with_dropout_rate(mut self, rate: f64) -> Self {
+        match &mut self {
+            Self::Mlp(m) => m.dropout = vec![rate],
+            Self::Cnn(c) => c.dropout = rate,
+        }
+        self
+    }
+
     /// Short name: `mlp` or `cnn`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -139,6 +150,26 @@ mod tests {
 
     fn device() -> Device {
         Device::flex()
+    }
+
+    #[test]
+    fn dropout_rate_replaces_the_varied_rate_only() {
+        let mlp = ModelConfig::Mlp(
+            MlpConfig::new()
+                .with_dropout(vec![0.1, 0.2])
+                .with_input_dropout(0.2),
+        )
+        .with_dropout_rate(0.3);
+        let ModelConfig::Mlp(m) = mlp else {
+            unreachable!()
+        };
+        assert_eq!((m.dropout, m.input_dropout), (vec![0.3], 0.2));
+        let cnn =
+            ModelConfig::Cnn(CnnConfig::new().with_spatial_dropout(0.1)).with_dropout_rate(0.0);
+        let ModelConfig::Cnn(c) = cnn else {
+            unreachable!()
+        };
+        assert_eq!((c.dropout, c.spatial_dropout), (0.0, 0.1));
     }
 
     #[test]
