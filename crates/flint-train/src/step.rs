@@ -164,41 +164,49 @@ mod tests {
             .collect()
     }
 
-    fn step_with(reg: &RegularizationConfig, lr: f64) -> (Classifier, Classifier) {
+    /// A small MLP without dropout and one random batch. Clones of the model share its
+    /// (lazily initialised) parameters, so steps from clones start from the same weights
+    /// whatever else draws from burn's process-wide generator meanwhile.
+    fn setup() -> (Classifier, Tensor<4>) {
         let device = Device::flex().autodiff();
-        device.seed(3);
         let config = ModelConfig::Mlp(
             MlpConfig::new()
                 .with_hidden(vec![8])
                 .with_dropout(vec![0.0]),
         );
         let model = config.init(&device);
-        let before = model.clone();
-        let optim = OptimizerConfig::new()
-            .with_kind(crate::OptimizerKind::Sgd)
-            .with_momentum(0.0);
-        let mut optimizer = build_optimizer(&optim);
-        let ce = CrossEntropyLossConfig::new().init(&device);
         let images = Tensor::<4>::random(
             [4, 1, 28, 28],
             burn::tensor::Distribution::Uniform(0.0, 1.0),
             &device,
         );
+        (model, images)
+    }
+
+    /// One plain-SGD step of `model` on `images` with `reg`.
+    fn step_from(model: Classifier, images: Tensor<4>, reg: &RegularizationConfig) -> Classifier {
+        let device = images.device();
+        let optim = OptimizerConfig::new()
+            .with_kind(crate::OptimizerKind::Sgd)
+            .with_momentum(0.0);
+        let mut optimizer = build_optimizer(&optim);
+        let ce = CrossEntropyLossConfig::new().init(&device);
         let targets = Tensor::<1, Int>::from_ints([0, 1, 2, 3], &device);
         let rule = StepRule {
             optimizer: &optim,
             regularization: Some(reg),
         };
-        let out = training_step(model, &mut optimizer, &ce, images, targets, lr, &rule)
+        let out = training_step(model, &mut optimizer, &ce, images, targets, 0.1, &rule)
             .unwrap_or_else(|v| panic!("loss {v}"));
         assert!(out.loss.is_finite());
-        (before, out.model)
+        out.model
     }
 
     #[test]
     fn max_norm_caps_every_unit_after_the_step() {
         let reg = RegularizationConfig::new().with_max_norm(Some(0.05));
-        let (before, after) = step_with(&reg, 0.1);
+        let (before, images) = setup();
+        let after = step_from(before.clone(), images, &reg);
         assert!(linear_weight_norms(&before).iter().any(|&n| n > 0.05));
         for n in linear_weight_norms(&after) {
             assert!(n <= 0.05 * (1.0 + 1e-4), "{n}");
@@ -220,11 +228,13 @@ mod tests {
 
     #[test]
     fn l2_and_l1_penalties_add_their_gradient_to_the_step() {
-        // Same seed, same batch: with plain SGD the penalised step differs from the plain one by
-        // exactly -lr * (2 l2 w + l1 sign(w)).
-        let (before, plain) = step_with(&RegularizationConfig::new(), 0.1);
-        let (_, l2) = step_with(&RegularizationConfig::new().with_l2(2.5), 0.1);
-        let (_, l1) = step_with(&RegularizationConfig::new().with_l1(0.01), 0.1);
+        // Same weights, same batch: with plain SGD the penalised step differs from the plain one
+        // by exactly -lr * (2 l2 w + l1 sign(w)).
+        let (before, images) = setup();
+        let step = |reg: RegularizationConfig| step_from(before.clone(), images.clone(), &reg);
+        let plain = step(RegularizationConfig::new());
+        let l2 = step(RegularizationConfig::new().with_l2(2.5));
+        let l1 = step(RegularizationConfig::new().with_l1(0.01));
         let (w, p, a, b) = (
             first_weights(&before),
             first_weights(&plain),
