@@ -3,7 +3,8 @@
 //! Run with `cargo bench --bench layers`. Every group holds burn's equivalent next to flint's
 //! layers so the ratio can be read off one run:
 //!
-//! - `dropout fwd` / `dropout fwd+bwd`: burn's `Dropout` and flint's dropout family on
+//! - `dropout fwd` / `dropout fwd+bwd`: burn's `Dropout` and flint's dropout family (its
+//!   `Dropout` included) on
 //!   `[128, 64, 14, 14]` activations;
 //! - `drop_connect fwd` / `drop_connect fwd+bwd`: a `[128, 512] -> 512` linear layer, plain, with
 //!   burn's `Dropout` on its output, and flint's `DropConnect`;
@@ -24,7 +25,8 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use flint::layers::{
     AlphaDropoutConfig, BatchNormConfig, DropBlock2dConfig, DropConnectConfig, DropPathConfig,
-    FeatureAlphaDropoutConfig, GaussianDropoutConfig, SpatialDropoutConfig,
+    DropoutConfig as FlintDropoutConfig, FeatureAlphaDropoutConfig, GaussianDropoutConfig,
+    SpatialDropoutConfig,
 };
 
 /// A typical conv activation: batch 128, 64 channels, 14 x 14.
@@ -79,6 +81,7 @@ fn upstream<const D: usize>(input: &Tensor<D>) -> Tensor<D> {
 
 fn dropout_layers() -> Vec<(&'static str, Forward4)> {
     let burn_dropout = DropoutConfig::new(PROB).init();
+    let flint_dropout = FlintDropoutConfig::new(PROB).init();
     let spatial = SpatialDropoutConfig::new(PROB).init();
     let alpha = AlphaDropoutConfig::new(PROB).init();
     let feature_alpha = FeatureAlphaDropoutConfig::new(PROB).init();
@@ -90,6 +93,7 @@ fn dropout_layers() -> Vec<(&'static str, Forward4)> {
             "burn Dropout",
             Box::new(move |x| burn_dropout.forward(x)) as Forward4,
         ),
+        ("flint Dropout", Box::new(move |x| flint_dropout.forward(x))),
         (
             "flint SpatialDropout",
             Box::new(move |x| spatial.forward(x)),

@@ -2,10 +2,11 @@
 
 use burn::config::Config;
 use burn::module::{Flag, Module, Param};
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::{LayerConfigError, check_prob, or_panic};
 use crate::mode::is_training;
+use crate::random;
 
 /// SELU's saturation value `-lambda * alpha`, the value dropped units are set to.
 pub const SELU_ALPHA_PRIME: f64 = -1.050_700_987_355_480_5 * 1.673_263_242_354_377_3;
@@ -58,7 +59,7 @@ impl AlphaDropout {
         if self.prob == 0.0 || !is_training(&self.training, &input.device()) {
             return input;
         }
-        let keep = input.random_like(Distribution::Bernoulli(1.0 - self.prob));
+        let keep = random::bernoulli(input.dims(), 1.0 - self.prob, 1.0, &input.device());
         alpha_dropout_with_mask(input, keep, self.prob)
     }
 }

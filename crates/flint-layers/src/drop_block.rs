@@ -2,11 +2,12 @@
 
 use burn::config::Config;
 use burn::module::{Flag, Module, Param};
+use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Distribution, Tensor};
 
 use crate::error::{LayerConfigError, check_prob, or_panic};
 use crate::mode::is_training;
+use crate::random;
 
 /// Configuration of a [`DropBlock2d`] layer.
 #[derive(Config, Debug)]
@@ -92,9 +93,10 @@ impl DropBlock2d {
     pub fn sample_mask(&self, dims: [usize; 4], device: &burn::tensor::Device) -> Tensor<4> {
         let [batch, channels, height, width] = dims;
         let block = self.block_size.min(height).min(width);
-        let corners = Tensor::<4>::random(
+        let corners = random::bernoulli(
             [batch, channels, height - block + 1, width - block + 1],
-            Distribution::Bernoulli(self.gamma(height, width)),
+            self.gamma(height, width),
+            1.0,
             device,
         );
         // Kept: no block covers the pixel (one comparison pass rather than clamp, neg and add).
@@ -250,7 +252,7 @@ mod tests {
         for (block, h, w) in cases {
             let corners = Tensor::<4>::random(
                 [2, 3, h - block + 1, w - block + 1],
-                Distribution::Bernoulli(0.3),
+                burn::tensor::Distribution::Bernoulli(0.3),
                 &device,
             );
             let square = burn::tensor::module::max_pool2d(

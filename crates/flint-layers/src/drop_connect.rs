@@ -3,10 +3,11 @@
 use burn::config::Config;
 use burn::module::{Flag, Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Tensor};
 
 use crate::error::{LayerConfigError, check_prob, or_panic};
 use crate::mode::is_training;
+use crate::random;
 
 /// Configuration of a [`DropConnect`] linear layer.
 #[derive(Config, Debug)]
@@ -81,9 +82,7 @@ impl DropConnect {
         }
         let weight = self.linear.weight.val();
         let keep = 1.0 - self.prob;
-        let mask = weight
-            .random_like(Distribution::Bernoulli(keep))
-            .mul_scalar(1.0 / keep);
+        let mask = random::bernoulli(weight.dims(), keep, (1.0 / keep) as f32, &weight.device());
         burn::tensor::module::linear(
             input,
             weight * mask,

@@ -2,10 +2,11 @@
 
 use burn::config::Config;
 use burn::module::{Flag, Module, Param};
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::{LayerConfigError, check_prob, or_panic};
 use crate::mode::is_training;
+use crate::random;
 
 /// Configuration of a [`GaussianDropout`] layer.
 #[derive(Config, Debug)]
@@ -56,7 +57,7 @@ impl GaussianDropout {
         if self.prob == 0.0 || !is_training(&self.training, &input.device()) {
             return input;
         }
-        let noise = input.random_like(Distribution::Normal(1.0, self.std()));
+        let noise = random::normal(input.dims(), 1.0, self.std(), &input.device());
         input * noise
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! | flint | paper | PyTorch / Keras |
 //! |---|---|---|
-//! | [`Dropout`] (burn's, re-exported) | Srivastava et al. 2014 | `nn.Dropout` / `Dropout` |
+//! | [`Dropout`] | Srivastava et al. 2014 | `nn.Dropout` / `Dropout` |
 //! | [`SpatialDropout`] | Tompson et al. 2015 | `nn.Dropout1d/2d/3d` / `SpatialDropout1D/2D` |
 //! | [`AlphaDropout`], [`FeatureAlphaDropout`] | Klambauer et al. 2017 | `nn.AlphaDropout`, `nn.FeatureAlphaDropout` / `AlphaDropout` |
 //! | [`GaussianDropout`] | Srivastava et al. 2014 §10 | — / `GaussianDropout` |
@@ -27,6 +27,7 @@ mod batch_norm;
 mod drop_block;
 mod drop_connect;
 mod drop_path;
+mod dropout;
 mod error;
 mod feature_alpha_dropout;
 mod fuse;
@@ -35,16 +36,17 @@ mod max_norm;
 mod mc_dropout;
 mod mode;
 mod penalty;
+mod random;
 mod recalibrate;
 mod spatial_dropout;
 
 pub use alpha_dropout::{AlphaDropout, AlphaDropoutConfig, SELU_ALPHA_PRIME};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
 /// burn's element-wise dropout is already the inverted dropout PyTorch users expect.
-pub use burn::nn::{Dropout, DropoutConfig};
 pub use drop_block::{DropBlock2d, DropBlock2dConfig, LinearSchedule};
 pub use drop_connect::{DropConnect, DropConnectConfig};
 pub use drop_path::{DropPath, DropPathConfig, drop_path_rates};
+pub use dropout::{Dropout, DropoutConfig};
 pub use error::LayerConfigError;
 pub use feature_alpha_dropout::{FeatureAlphaDropout, FeatureAlphaDropoutConfig};
 pub use fuse::{InferenceAffine, fuse_conv_bn, fuse_linear_bn};

@@ -1,7 +1,7 @@
 //! The training/inference rule shared by every stochastic layer.
 
 use burn::module::{Flag, Param};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Tensor};
 
 /// Whether a layer with this `training` flag acts as in training on `device`.
 ///
@@ -26,5 +26,5 @@ pub(crate) fn broadcast_mask<const D: usize>(
 ) -> Tensor<D> {
     let mut shape = [1usize; D];
     shape[..leading].copy_from_slice(&dims[..leading]);
-    Tensor::<D>::random(shape, Distribution::Bernoulli(keep), device)
+    crate::random::bernoulli(shape, keep, 1.0, device)
 }

@@ -4,10 +4,12 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use flint_layers::{BatchNorm, BatchNormConfig, SpatialDropout, SpatialDropoutConfig};
+use flint_layers::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, SpatialDropout, SpatialDropoutConfig,
+};
 
 use crate::error::{ModelConfigError, check_rate, or_panic};
 use crate::summary::{LayerRow, ModelSummary};

@@ -14,9 +14,9 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use flint_layers::{BatchNorm, BatchNormConfig, DropPath, DropPathConfig};
+use flint_layers::{BatchNorm, BatchNormConfig, DropPath, DropPathConfig, Dropout, DropoutConfig};
 
 use crate::error::{ModelConfigError, check_rate};
 

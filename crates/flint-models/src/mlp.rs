@@ -2,9 +2,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
-use flint_layers::{BatchNorm, BatchNormConfig};
+use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 
 use crate::activation::Activation;
 use crate::error::{ModelConfigError, check_rate, or_panic};

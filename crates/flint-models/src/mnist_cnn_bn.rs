@@ -5,10 +5,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use flint_layers::{BatchNorm, BatchNormConfig};
+use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 
 use crate::error::{ModelConfigError, check_rate};
 

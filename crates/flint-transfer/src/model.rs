@@ -1,8 +1,9 @@
 //! A pretrained backbone with a new classification head.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
+use flint_layers::{Dropout, DropoutConfig};
 
 use crate::backbone::Backbone;
 use crate::error::TransferError;
