@@ -1,6 +1,7 @@
 //! The library behind the `flint` command: argument types, backend selection and the
 //! command implementations. `main.rs` only parses and dispatches.
 
+pub mod devices;
 pub mod experiment;
 pub mod transfer;
 
@@ -31,7 +32,7 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify image files with a trained model (top-k classes with probabilities).
     Predict(PredictArgs),
-    /// Show a model summary and the backends compiled in.
+    /// Show a model summary, the backends compiled in and the devices each finds.
     Info(InfoArgs),
     /// Reuse a pretrained network on an image folder; the last line is `val accuracy: <fraction>`.
     Finetune(Box<transfer::FinetuneArgs>),
@@ -578,17 +579,17 @@ pub fn run_info(args: &InfoArgs) -> Result<(), String> {
     let model = model_config.init(&device);
     println!("{}", model.summary(input, &device));
     println!();
-    println!("backends compiled in:");
+    println!("backends compiled in, and the devices each finds:");
     for backend in Backend::compiled() {
-        let status = match backend {
-            Backend::Flex => format!(
-                "CPU, {} threads",
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            ),
-            Backend::Ndarray => "CPU (deprecated upstream; flex is faster)".to_string(),
-            Backend::Wgpu => "GPU via wgpu (adapter chosen at first use)".to_string(),
+        let note = match backend {
+            Backend::Flex => "CPU, the default",
+            Backend::Ndarray => "CPU (deprecated upstream; flex is faster)",
+            Backend::Wgpu => "GPU through Vulkan/Metal/DX12",
         };
-        println!("  {:<8} {status}", backend.name());
+        println!("  {:<8} {note}", backend.name());
+        for device in devices::describe(backend) {
+            println!("           - {device}");
+        }
     }
     let missing: Vec<&str> = [Backend::Ndarray, Backend::Wgpu]
         .into_iter()
