@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Every batch allocates and frees the same large activation and gradient buffers; glibc maps and
+// unmaps them each time (a page fault per 4 KiB touched), mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = flint_cli::Cli::parse();
     match flint_cli::run(&cli) {
