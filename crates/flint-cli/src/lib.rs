@@ -118,14 +118,11 @@ pub struct ComputeArgs {
 }
 
 impl ComputeArgs {
-    /// Applies the thread count and returns the device.
+    /// Applies the thread count (and flush-to-zero, see `flint_train::cpu`) and returns the
+    /// device.
     pub fn setup(&self) -> Result<Device, String> {
-        if let Some(n) = self.threads {
-            // Fails only if a pool was already built, which cannot happen before this point.
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n as usize)
-                .build_global();
-        }
+        // Fails only if a pool was already built, which cannot happen before this point.
+        let _ = flint_train::cpu::configure_threads(self.threads.map(usize::from));
         self.backend.device()
     }
 

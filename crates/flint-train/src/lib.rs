@@ -19,6 +19,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod memory;
 pub mod metrics;
