@@ -10,7 +10,8 @@
 
 /// Makes this thread flush denormal results and inputs of float arithmetic to zero (x86-64:
 /// MXCSR's FTZ and DAZ bits; aarch64: FPCR's FZ bit). A no-op on other architectures.
-/// The setting is per thread: [`configure_threads`] applies it to the compute pool.
+/// The setting is per thread: [`flush_denormals_on_compute_threads`] applies it to the compute
+/// pool.
 pub fn flush_denormals() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: reads and writes this thread's SSE control register; FTZ (bit 15) and DAZ (bit 6)
@@ -31,18 +32,28 @@ pub fn flush_denormals() {
     }
 }
 
-/// Builds the global compute thread pool (burn-flex, gemm and flint's own parallel loops run on
-/// it) with `threads` threads, or one per core, each flushing denormals to zero, and sets the
-/// calling thread to flush them too. Returns an error if the pool was already built.
-pub fn configure_threads(threads: Option<usize>) -> Result<(), String> {
+/// Flushes denormals on this thread and on every thread of the global compute pool (building
+/// it with one thread per core if nothing built it yet). The training loops (`flint train`,
+/// the experiments, fine-tuning) call it before their first step, so library users get the same
+/// speed as the `flint` binary whoever built the pool; it is cheap and idempotent.
+pub fn flush_denormals_on_compute_threads() {
     flush_denormals();
-    let mut builder = rayon::ThreadPoolBuilder::new().start_handler(|_| flush_denormals());
+    rayon::broadcast(|_| flush_denormals());
+}
+
+/// Builds the global compute thread pool (burn-flex, gemm and flint's own parallel loops run on
+/// it) with `threads` threads, or one per core, and flushes denormals on it and on the calling
+/// thread. Returns an error if the pool was already built.
+pub fn configure_threads(threads: Option<usize>) -> Result<(), String> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         builder = builder.num_threads(n);
     }
-    builder
+    let built = builder
         .build_global()
-        .map_err(|e| format!("cannot configure the compute threads: {e}"))
+        .map_err(|e| format!("cannot configure the compute threads: {e}"));
+    flush_denormals_on_compute_threads();
+    built
 }
 
 #[cfg(test)]
@@ -71,5 +82,16 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn every_compute_thread_flushes_after_the_pool_wide_call() {
+        flush_denormals_on_compute_threads();
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            let products = rayon::broadcast(|_| {
+                std::hint::black_box(std::hint::black_box(1.0e-30f32) * 1.0e-10).to_bits()
+            });
+            assert!(products.iter().all(|&bits| bits == 0), "{products:?}");
+        }
     }
 }

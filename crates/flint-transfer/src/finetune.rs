@@ -469,6 +469,7 @@ impl<'a> RunContext<'a> {
         train_device: &Device,
         start: Instant,
     ) -> Result<FinetuneOutcome, TransferError> {
+        flint_train::cpu::flush_denormals_on_compute_threads();
         let run = &mut self;
         let config = run.config;
         let final_val = match config.strategy {
