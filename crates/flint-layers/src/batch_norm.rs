@@ -175,11 +175,19 @@ impl BatchNorm {
             !training || per_channel > 1,
             "BatchNorm: expected more than 1 value per channel when training, got input shape {dims:?}"
         );
-        let result = burn::tensor::module::batch_norm_train(input, gamma, beta, self.eps);
+        let (output, mean, variance) =
+            match crate::host::batch_norm::train(&input, &gamma, &beta, self.eps) {
+                Some(result) => (result.output, result.mean, result.variance),
+                None => {
+                    let result =
+                        burn::tensor::module::batch_norm_train(input, gamma, beta, self.eps);
+                    (result.output, result.mean, result.variance)
+                }
+            };
         if training {
-            self.update_running_stats(result.mean, result.variance, per_channel, &device);
+            self.update_running_stats(mean, variance, per_channel, &device);
         }
-        result.output
+        output
     }
 
     /// Resets the running statistics to mean 0, variance 1 and no batches seen

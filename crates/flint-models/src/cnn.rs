@@ -3,12 +3,12 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use flint_layers::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, SpatialDropout, SpatialDropoutConfig,
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, MaxPool2d, MaxPool2dConfig, SpatialDropout,
+    SpatialDropoutConfig,
 };
 
 use crate::error::{ModelConfigError, check_rate, or_panic};
@@ -121,7 +121,7 @@ impl CnnConfig {
                     norm: self
                         .batch_norm
                         .then(|| BatchNormConfig::new(out).init(device)),
-                    pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+                    pool: MaxPool2dConfig::new([2, 2]).init(),
                     dropout: (self.spatial_dropout > 0.0)
                         .then(|| SpatialDropoutConfig::new(self.spatial_dropout).init()),
                 };

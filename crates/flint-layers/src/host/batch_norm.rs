@@ -1,0 +1,382 @@
+//! Batch normalisation with batch statistics on flex's host buffers (see [`crate::BatchNorm`]).
+//!
+//! burn's generic `batch_norm_train` makes two transposed copies of the activation to reduce
+//! over the batch and 10 more element-wise passes for backward. Here the forward reads the
+//! input twice (mean, then variance) and writes the output once; the backward reads the
+//! gradient and input once for the per-channel sums and once more to write the input gradient.
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+use super::{AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values};
+
+/// The normalised output and the batch's per-channel mean and biased variance (detached), as
+/// burn's `batch_norm_train` returns them.
+pub(crate) struct TrainOutput<const D: usize> {
+    pub output: Tensor<D>,
+    pub mean: Tensor<1>,
+    pub variance: Tensor<1>,
+}
+
+/// `(x - mean) / sqrt(var + eps) * gamma + beta` with the batch's statistics, or `None` where
+/// the tensors are not f32 on flex (the caller then uses burn's).
+pub(crate) fn train<const D: usize>(
+    input: &Tensor<D>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    epsilon: f64,
+) -> Option<TrainOutput<D>> {
+    match (on_flex(input)?, on_flex(gamma)?, on_flex(beta)?) {
+        (OnFlex::Plain(x), OnFlex::Plain(g), OnFlex::Plain(b)) => {
+            let (output, stats) = normalise(&x, &g, &b, epsilon);
+            Some(TrainOutput {
+                output: Tensor::from_primitive::<Flex>(output),
+                mean: Tensor::from_primitive::<Flex>(stats.mean_tensor()),
+                variance: Tensor::from_primitive::<Flex>(stats.variance_tensor()),
+            })
+        }
+        (OnFlex::Autodiff(x), OnFlex::Autodiff(g), OnFlex::Autodiff(b)) => {
+            let (output, stats) = train_tracked(x, g, b, epsilon);
+            let detached = |t: FlexTensor| {
+                Tensor::from_primitive::<AutodiffFlex>(<FloatTensor<AutodiffFlex>>::new(t))
+            };
+            Some(TrainOutput {
+                output: Tensor::from_primitive::<AutodiffFlex>(output),
+                mean: detached(stats.mean_tensor()),
+                variance: detached(stats.variance_tensor()),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Per-channel statistics of one batch.
+#[derive(Clone, Debug)]
+struct Statistics {
+    mean: Arc<Vec<f32>>,
+    variance: Arc<Vec<f32>>,
+    inv_std: Arc<Vec<f32>>,
+}
+
+impl Statistics {
+    fn mean_tensor(&self) -> FlexTensor {
+        flex_tensor(self.mean.to_vec(), &[self.mean.len()])
+    }
+
+    fn variance_tensor(&self) -> FlexTensor {
+        flex_tensor(self.variance.to_vec(), &[self.variance.len()])
+    }
+}
+
+/// What backward needs: the input, gamma and the statistics.
+#[derive(Clone, Debug)]
+struct State {
+    input: FlexTensor,
+    gamma: Arc<Vec<f32>>,
+    stats: Statistics,
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (input_grad, gamma_grad, beta_grad) = gradients(&ops.state, &grad);
+        let [x, gamma, beta] = ops.parents;
+        for (parent, grad) in [(x, input_grad), (gamma, gamma_grad), (beta, beta_grad)] {
+            if let Some(parent) = parent {
+                grads.register::<Flex>(parent.id, grad);
+            }
+        }
+    }
+}
+
+fn train_tracked(
+    x: FloatTensor<AutodiffFlex>,
+    gamma: FloatTensor<AutodiffFlex>,
+    beta: FloatTensor<AutodiffFlex>,
+    epsilon: f64,
+) -> (FloatTensor<AutodiffFlex>, Statistics) {
+    let prep = BatchNormBackward
+        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful();
+    let (output, stats) = normalise(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
+    let output = match prep {
+        OpsKind::Tracked(prep) => {
+            let state = State {
+                input: contiguous(x.primitive()),
+                gamma: Arc::new(values(&contiguous(gamma.primitive())).to_vec()),
+                stats: stats.clone(),
+            };
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    (output, stats)
+}
+
+/// `[batch, channels, spatial]` sizes of a `[batch, channels, ...]` tensor.
+fn layout(shape: &[usize]) -> (usize, usize, usize) {
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+/// Sum of `values` in f32 lanes the compiler vectorises, returned as f64.
+fn sum(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, value) in lanes.iter_mut().zip(chunk) {
+            *lane += value;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().sum();
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// Sum of `f(a[i], b[i])` in f32 lanes, returned as f64.
+fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks_a = a.chunks_exact(16);
+    let mut chunks_b = b.chunks_exact(16);
+    for (ca, cb) in (&mut chunks_a).zip(&mut chunks_b) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
+            *lane += f(x, y);
+        }
+    }
+    let tail: f32 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+fn normalise(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+) -> (FlexTensor, Statistics) {
+    let x = contiguous(x);
+    let shape = dims(&x);
+    let (batch, channels, spatial) = layout(&shape);
+    let input = values(&x);
+    let count = (batch * spatial) as f64;
+    let row = |b: usize, c: usize| &input[(b * channels + c) * spatial..][..spatial];
+
+    let (mean, variance): (Vec<f32>, Vec<f32>) = (0..channels)
+        .into_par_iter()
+        .with_min_len(rows_per_task(batch * spatial, 1 << 15))
+        .map(|c| {
+            let mean = (0..batch).map(|b| sum(row(b, c))).sum::<f64>() / count;
+            let centre = mean as f32;
+            let squares = (0..batch)
+                .map(|b| sum_zip(row(b, c), row(b, c), |v, _| (v - centre) * (v - centre)))
+                .sum::<f64>();
+            (mean as f32, (squares / count) as f32)
+        })
+        .unzip();
+    let inv_std: Vec<f32> = variance
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
+        .collect();
+
+    let gamma = values(&contiguous(gamma)).to_vec();
+    let beta = values(&contiguous(beta)).to_vec();
+    let scale: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
+    let mut output = vec![0.0f32; input.len()];
+    output
+        .par_chunks_mut(spatial.max(1))
+        .enumerate()
+        .with_min_len(rows_per_task(spatial, 1 << 15))
+        .for_each(|(r, out)| {
+            let c = r % channels;
+            let (centre, a, b) = (mean[c], scale[c], beta[c]);
+            for (o, &v) in out.iter_mut().zip(&input[r * spatial..][..spatial]) {
+                *o = (v - centre) * a + b;
+            }
+        });
+    let stats = Statistics {
+        mean: Arc::new(mean),
+        variance: Arc::new(variance),
+        inv_std: Arc::new(inv_std),
+    };
+    (flex_tensor(output, &shape), stats)
+}
+
+/// Gradients of the input, gamma and beta given the output's gradient:
+/// `dbeta = Σ dy`, `dgamma = Σ dy x̂`, `dx = γ σ⁻¹ (dy - dbeta / m - x̂ dgamma / m)`.
+fn gradients(state: &State, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let grad = contiguous(grad);
+    let dy = values(&grad);
+    let input = values(&state.input);
+    let shape = dims(&state.input);
+    let (batch, channels, spatial) = layout(&shape);
+    let count = (batch * spatial) as f64;
+    fn rows(data: &[f32], start: usize, len: usize) -> &[f32] {
+        &data[start * len..][..len]
+    }
+    let Statistics { mean, inv_std, .. } = &state.stats;
+
+    let (beta_grad, gamma_grad): (Vec<f32>, Vec<f32>) = (0..channels)
+        .into_par_iter()
+        .with_min_len(rows_per_task(batch * spatial, 1 << 15))
+        .map(|c| {
+            let centre = mean[c];
+            let (mut sum_dy, mut sum_dy_centred) = (0.0f64, 0.0f64);
+            for b in 0..batch {
+                sum_dy += sum(rows(dy, b * channels + c, spatial));
+                sum_dy_centred += sum_zip(
+                    rows(dy, b * channels + c, spatial),
+                    rows(input, b * channels + c, spatial),
+                    |g, v| g * (v - centre),
+                );
+            }
+            (sum_dy as f32, (sum_dy_centred * inv_std[c] as f64) as f32)
+        })
+        .unzip();
+
+    // dx = k_dy dy + k_x (x - mean) + k_0 per channel.
+    let coefficients: Vec<[f32; 4]> = (0..channels)
+        .map(|c| {
+            let scale = state.gamma[c] as f64 * inv_std[c] as f64;
+            let k_x = -scale * inv_std[c] as f64 * gamma_grad[c] as f64 / count;
+            let k_0 = -scale * beta_grad[c] as f64 / count;
+            [scale as f32, k_x as f32, k_0 as f32, mean[c]]
+        })
+        .collect();
+    let mut input_grad = vec![0.0f32; input.len()];
+    input_grad
+        .par_chunks_mut(spatial.max(1))
+        .enumerate()
+        .with_min_len(rows_per_task(spatial, 1 << 15))
+        .for_each(|(r, out)| {
+            let [k_dy, k_x, k_0, centre] = coefficients[r % channels];
+            let rows = dy[r * spatial..][..spatial]
+                .iter()
+                .zip(&input[r * spatial..][..spatial]);
+            for (o, (&g, &v)) in out.iter_mut().zip(rows) {
+                *o = k_dy * g + k_x * (v - centre) + k_0;
+            }
+        });
+    (
+        flex_tensor(input_grad, &shape),
+        flex_tensor(gamma_grad, &[channels]),
+        flex_tensor(beta_grad, &[channels]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::module::batch_norm_train;
+    use burn::tensor::{Device, Distribution, Tensor};
+    use proptest::prelude::*;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(name: &str, ours: &[f32], burn: &[f32]) {
+        assert_eq!(ours.len(), burn.len(), "{name}: lengths");
+        let scale = burn.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in ours.iter().zip(burn).enumerate() {
+            assert!(
+                (a - b).abs() <= 2e-4 * scale,
+                "{name}[{i}]: flint {a}, burn {b} (scale {scale})"
+            );
+        }
+    }
+
+    /// flint's host batch norm and burn's on the same input: output, mean, variance and the
+    /// gradients of the input, gamma and beta for a random output weighting.
+    fn compare<const D: usize>(dims: [usize; D], mean: f64, std: f64, seed: u64) {
+        let device = Device::flex().autodiff();
+        device.seed(seed);
+        let channels = dims[1];
+        let x = Tensor::<D>::random(dims, Distribution::Normal(mean, std), &device).require_grad();
+        let gamma = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 1.5), &device)
+            .require_grad();
+        let beta =
+            Tensor::<1>::random([channels], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let weights = Tensor::<D>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let mut results = Vec::new();
+        for flint in [true, false] {
+            let (output, batch_mean, variance) = if flint {
+                let r = super::train(&x, &gamma, &beta, 1e-5).expect("flex takes the host path");
+                (r.output, r.mean, r.variance)
+            } else {
+                let r = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+                (r.output, r.mean, r.variance)
+            };
+            let grads = (output.clone() * weights.clone()).sum().backward();
+            results.push([
+                values(output),
+                values(batch_mean),
+                values(variance),
+                values(x.grad(&grads).unwrap()),
+                values(gamma.grad(&grads).unwrap()),
+                values(beta.grad(&grads).unwrap()),
+            ]);
+        }
+        let names = [
+            "output",
+            "mean",
+            "variance",
+            "x grad",
+            "gamma grad",
+            "beta grad",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            assert_close(name, &results[0][i], &results[1][i]);
+        }
+    }
+
+    #[test]
+    fn matches_burn_for_images_and_features() {
+        compare([8, 3, 5, 7], 0.0, 1.0, 1);
+        compare([16, 4], 0.0, 1.0, 2);
+        compare([4, 2, 3, 2, 5], 0.0, 1.0, 3);
+    }
+
+    #[test]
+    fn matches_burn_with_a_large_mean() {
+        compare([8, 3, 6, 6], 100.0, 0.5, 4);
+    }
+
+    #[test]
+    fn statistics_are_detached_and_normalise_the_batch() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<2>::from_floats([[1.0, 10.0], [3.0, 30.0]], &device).require_grad();
+        let gamma = Tensor::<1>::ones([2], &device).require_grad();
+        let beta = Tensor::<1>::zeros([2], &device).require_grad();
+        let r = super::train(&x, &gamma, &beta, 0.0).unwrap();
+        assert_eq!(values(r.mean.clone()), vec![2.0, 20.0]);
+        assert_eq!(values(r.variance.clone()), vec![1.0, 100.0]);
+        assert!(!r.mean.is_require_grad() && !r.variance.is_require_grad());
+        assert_close("output", &values(r.output), &[-1.0, -1.0, 1.0, 1.0]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn matches_burn(
+            batch in 2usize..6, channels in 1usize..5, height in 1usize..7, width in 1usize..7,
+            mean in -3.0f64..3.0, std in 0.1f64..3.0, seed in 0u64..1000,
+        ) {
+            compare([batch, channels, height, width], mean, std, seed);
+        }
+    }
+}

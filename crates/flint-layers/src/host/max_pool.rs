@@ -1,0 +1,220 @@
+//! Non-overlapping max pooling on flex's host buffers (see [`crate::MaxPool2d`]).
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+use super::{AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values};
+
+/// Max pooling with windows of `kernel` and the same stride, or `None` where the input is not
+/// an f32 tensor on flex (the caller then uses burn's).
+pub(crate) fn forward(input: &Tensor<4>, kernel: [usize; 2]) -> Option<Tensor<4>> {
+    Some(match on_flex(input)? {
+        OnFlex::Plain(x) => Tensor::from_primitive::<Flex>(pool(&x, kernel).0),
+        OnFlex::Autodiff(x) => Tensor::from_primitive::<AutodiffFlex>(pool_tracked(x, kernel)),
+    })
+}
+
+/// Where each window's maximum was, as `row * kernel_width + column` in the window.
+#[derive(Clone, Debug)]
+struct Argmax {
+    positions: Arc<Vec<u8>>,
+    input_dims: [usize; 4],
+    kernel: [usize; 2],
+}
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    type State = Argmax;
+
+    fn backward(self, ops: Ops<Argmax, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let argmax = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| unpool(&grad, &argmax));
+    }
+}
+
+fn pool_tracked(x: FloatTensor<AutodiffFlex>, kernel: [usize; 2]) -> FloatTensor<AutodiffFlex> {
+    match MaxPoolBackward
+        .prepare::<NoCheckpointing>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (output, argmax) = pool(x.primitive(), kernel);
+            prep.finish(argmax, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(pool(x.primitive(), kernel).0),
+    }
+}
+
+/// Non-overlapping max pooling of a `[n, c, h, w]` f32 tensor; windows that do not fit
+/// (`h % kh` last rows, `w % kw` last columns) are dropped, as PyTorch does.
+fn pool(x: &FlexTensor, kernel: [usize; 2]) -> (FlexTensor, Argmax) {
+    let x = contiguous(x);
+    let shape = dims(&x);
+    let (planes, height, width) = (shape[0] * shape[1], shape[2], shape[3]);
+    let [kh, kw] = kernel;
+    let (out_h, out_w) = (height / kh, width / kw);
+    let input = values(&x);
+    let plane_out = out_h * out_w;
+    let mut output = vec![0.0f32; planes * plane_out];
+    let mut positions = vec![0u8; planes * plane_out];
+    let per_task = rows_per_task(height * width, 1 << 15);
+    output
+        .par_chunks_mut(plane_out)
+        .zip(positions.par_chunks_mut(plane_out))
+        .enumerate()
+        .with_min_len(per_task)
+        .for_each(|(plane, (out, pos))| {
+            let src = &input[plane * height * width..(plane + 1) * height * width];
+            for oy in 0..out_h {
+                for ox in 0..out_w {
+                    let mut best = src[oy * kh * width + ox * kw];
+                    let mut best_at = 0usize;
+                    for dy in 0..kh {
+                        let row = &src[(oy * kh + dy) * width + ox * kw..][..kw];
+                        for (dx, &value) in row.iter().enumerate() {
+                            // A NaN wins (the last one, as in PyTorch and burn).
+                            if value.is_nan() || value > best {
+                                best = value;
+                                best_at = dy * kw + dx;
+                            }
+                        }
+                    }
+                    out[oy * out_w + ox] = best;
+                    pos[oy * out_w + ox] = best_at as u8;
+                }
+            }
+        });
+    let argmax = Argmax {
+        positions: Arc::new(positions),
+        input_dims: [shape[0], shape[1], height, width],
+        kernel,
+    };
+    (
+        flex_tensor(output, &[shape[0], shape[1], out_h, out_w]),
+        argmax,
+    )
+}
+
+/// The gradient of the pooling's input: each output gradient at its window's maximum, zero
+/// elsewhere (windows do not overlap, so every input gets at most one).
+fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
+    let grad = contiguous(grad);
+    let grad = values(&grad);
+    let [n, c, height, width] = argmax.input_dims;
+    let [kh, kw] = argmax.kernel;
+    let (out_h, out_w) = (height / kh, width / kw);
+    let plane_out = out_h * out_w;
+    let mut input_grad = vec![0.0f32; n * c * height * width];
+    let per_task = rows_per_task(height * width, 1 << 15);
+    input_grad
+        .par_chunks_mut(height * width)
+        .enumerate()
+        .with_min_len(per_task)
+        .for_each(|(plane, dst)| {
+            let grad = &grad[plane * plane_out..(plane + 1) * plane_out];
+            let positions = &argmax.positions[plane * plane_out..(plane + 1) * plane_out];
+            for oy in 0..out_h {
+                for ox in 0..out_w {
+                    let at = positions[oy * out_w + ox] as usize;
+                    let (dy, dx) = (at / kw, at % kw);
+                    dst[(oy * kh + dy) * width + ox * kw + dx] = grad[oy * out_w + ox];
+                }
+            }
+        });
+    flex_tensor(input_grad, &[n, c, height, width])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+    use burn::tensor::{Device, Distribution, Tensor};
+    use proptest::prelude::*;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Output and input gradient of flint's pooling and of burn's on the same input.
+    fn both(dims: [usize; 4], kernel: [usize; 2], seed: u64) -> [(Vec<f32>, Vec<f32>); 2] {
+        let device = Device::flex().autodiff();
+        // Both inputs drawn at once: other tests draw from burn's process-wide generator too.
+        device.seed(seed);
+        let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let [n, c, h, w] = dims;
+        let pooled = [n, c, h / kernel[0], w / kernel[1]];
+        let weights = Tensor::<4>::random(pooled, Distribution::Default, &device);
+        let run = |flint: bool| {
+            let output = if flint {
+                super::forward(&x, kernel).expect("flex takes the host path")
+            } else {
+                max_pool2d(x.clone(), MaxPoolOptions::new(kernel))
+            };
+            let grads = (output.clone() * weights.clone()).sum().backward();
+            (values(output), values(x.grad(&grads).unwrap()))
+        };
+        [run(true), run(false)]
+    }
+
+    #[test]
+    fn matches_burn_on_odd_sizes_and_windows() {
+        for (dims, kernel) in [
+            ([2, 3, 8, 8], [2, 2]),
+            ([1, 2, 7, 9], [2, 2]),
+            ([3, 1, 9, 10], [3, 2]),
+            ([2, 2, 5, 5], [1, 1]),
+        ] {
+            let [(out, grad), (burn_out, burn_grad)] = both(dims, kernel, 7);
+            assert_eq!(out, burn_out, "output for {dims:?} / {kernel:?}");
+            assert_eq!(grad, burn_grad, "input gradient for {dims:?} / {kernel:?}");
+        }
+    }
+
+    #[test]
+    fn each_window_passes_its_gradient_to_its_maximum_only() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::from_floats([[[[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 9.0, 8.0]]]], &device)
+            .require_grad();
+        let output = super::forward(&x, [2, 2]).unwrap();
+        assert_eq!(values(output.clone()), vec![5.0, 9.0]);
+        let grads = (output * Tensor::from_floats([[[[10.0, 20.0]]]], &device))
+            .sum()
+            .backward();
+        assert_eq!(
+            values(x.grad(&grads).unwrap()),
+            vec![0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 20.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn a_nan_in_a_window_wins() {
+        let device = Device::flex();
+        let x = Tensor::<4>::from_floats([[[[1.0, f32::NAN], [3.0, 4.0]]]], &device);
+        assert!(values(super::forward(&x, [2, 2]).unwrap())[0].is_nan());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn matches_burn(
+            batch in 1usize..4, channels in 1usize..5, height in 2usize..12, width in 2usize..12,
+            kh in 1usize..3, kw in 1usize..3, seed in 0u64..1000,
+        ) {
+            let [(out, grad), (burn_out, burn_grad)] =
+                both([batch, channels, height, width], [kh, kw], seed);
+            prop_assert_eq!(out, burn_out);
+            prop_assert_eq!(grad, burn_grad);
+        }
+    }
+}
