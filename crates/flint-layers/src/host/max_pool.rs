@@ -116,6 +116,8 @@ fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
     let (out_h, out_w) = (height / kh, width / kw);
     let plane_out = out_h * out_w;
     let mut input_grad = vec![0.0f32; n * c * height * width];
+    // Offset of each window position from the window's corner (no division per element).
+    let offsets: Vec<usize> = (0..kh * kw).map(|at| (at / kw) * width + at % kw).collect();
     let per_task = rows_per_task(height * width, 1 << 15);
     input_grad
         .par_chunks_mut(height * width)
@@ -126,9 +128,9 @@ fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
             let positions = &argmax.positions[plane * plane_out..(plane + 1) * plane_out];
             for oy in 0..out_h {
                 for ox in 0..out_w {
+                    let corner = oy * kh * width + ox * kw;
                     let at = positions[oy * out_w + ox] as usize;
-                    let (dy, dx) = (at / kw, at % kw);
-                    dst[(oy * kh + dy) * width + ox * kw + dx] = grad[oy * out_w + ox];
+                    dst[corner + offsets[at]] = grad[oy * out_w + ox];
                 }
             }
         });
