@@ -24,6 +24,7 @@
 
 mod alpha_dropout;
 mod batch_norm;
+mod conv;
 mod drop_block;
 mod drop_connect;
 mod drop_path;
@@ -44,6 +45,7 @@ mod spatial_dropout;
 
 pub use alpha_dropout::{AlphaDropout, AlphaDropoutConfig, SELU_ALPHA_PRIME};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use conv::conv2d;
 /// burn's element-wise dropout is already the inverted dropout PyTorch users expect.
 pub use drop_block::{DropBlock2d, DropBlock2dConfig, LinearSchedule};
 pub use drop_connect::{DropConnect, DropConnectConfig};

@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use flint_layers::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, MaxPool2d, MaxPool2dConfig, SpatialDropout,
-    SpatialDropoutConfig,
+    SpatialDropoutConfig, conv2d,
 };
 
 use crate::error::{ModelConfigError, check_rate, or_panic};
@@ -175,7 +175,7 @@ impl ConvBlock {
     /// - input: `[batch, in_channels, h, w]`
     /// - output: `[batch, out_channels, h / 2, w / 2]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv.forward(x);
+        let mut x = conv2d(&self.conv, x);
         if let Some(norm) = &self.norm {
             x = norm.forward(x);
         }

@@ -16,7 +16,9 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use flint_layers::{BatchNorm, BatchNormConfig, DropPath, DropPathConfig, Dropout, DropoutConfig};
+use flint_layers::{
+    BatchNorm, BatchNormConfig, DropPath, DropPathConfig, Dropout, DropoutConfig, conv2d,
+};
 
 use crate::error::{ModelConfigError, check_rate};
 
@@ -229,10 +231,10 @@ impl MbConvBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
-            x = relu6(bn.forward(conv.forward(x)));
+            x = relu6(bn.forward(conv2d(conv, x)));
         }
         let x = relu6(self._bn1.forward(self._depthwise_conv.forward(x)));
-        let x = self._bn2.forward(self._project_conv.forward(x));
+        let x = self._bn2.forward(conv2d(&self._project_conv, x));
         if self.residual {
             self.drop_path.forward(x) + input
         } else {
@@ -278,11 +280,11 @@ impl EfficientNetLite0 {
     /// - images: `[batch, 3, height, width]`
     /// - output: `[batch, 1280]`
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(self._bn0.forward(self._conv_stem.forward(images)));
+        let mut x = relu6(self._bn0.forward(conv2d(&self._conv_stem, images)));
         for block in &self._blocks {
             x = block.forward(x);
         }
-        let x = relu6(self._bn1.forward(self._conv_head.forward(x)));
+        let x = relu6(self._bn1.forward(conv2d(&self._conv_head, x)));
         let [batch, channels, _, _] = x.dims();
         x.flatten::<3>(2, 3).mean_dim(2).reshape([batch, channels])
     }

@@ -8,7 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
+use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, conv2d};
 
 use crate::error::{ModelConfigError, check_rate};
 
@@ -97,9 +97,9 @@ impl MnistCnnBn {
     /// - images: `[batch, 1, 28, 28]`
     /// - output: `[batch, 32]`
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.conv1.forward(images));
-        let x = relu(self.conv2.forward(x));
-        let x = relu(self.conv3.forward(x));
+        let x = relu(conv2d(&self.conv1, images));
+        let x = relu(conv2d(&self.conv2, x));
+        let x = relu(conv2d(&self.conv3, x));
         let x = self.norm1.forward(x).flatten(1, 3);
         relu(self.fc1.forward(x))
     }

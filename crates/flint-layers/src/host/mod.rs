@@ -7,6 +7,7 @@
 //! step in burn's autodiff graph ([`Backward`]); every other backend and case goes through burn.
 
 pub(crate) mod batch_norm;
+pub(crate) mod conv;
 pub(crate) mod max_pool;
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;

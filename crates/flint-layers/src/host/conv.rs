@@ -1,0 +1,753 @@
+//! 2-D convolution on flex's host buffers (see [`crate::conv2d`]).
+//!
+//! burn-flex computes a convolution's weight gradient as another convolution whose "kernel" is
+//! the whole output gradient, and its input gradient as a transposed convolution, each with
+//! layout copies of the whole batch. Here each image is unfolded (im2col) into a buffer that
+//! stays in cache, and every step is one matrix product (gemm) per image:
+//! - forward: `W · cols`, written straight into the image's `[c_out, out_h * out_w]` output;
+//! - weight gradient: `dY · colsᵀ`, summed over the images of a task;
+//! - input gradient: `Wᵀ · dY`, folded back onto the image (col2im).
+//!
+//! The batch is split into one run of images per thread, and each product runs on one thread,
+//! so no product is split across threads (small splits cost more in wake-ups than they save).
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::{AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, values};
+
+/// Stride, dilation and padding of a convolution; the padding as `[[top, bottom], [left, right]]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvOptions {
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub padding: [[usize; 2]; 2],
+}
+
+/// `conv2d(input, weight) + bias` with one group, or `None` where the tensors are not f32 on
+/// flex or the shapes do not fit (the caller then goes through burn, which reports it).
+pub(crate) fn conv2d(
+    input: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    options: ConvOptions,
+) -> Option<Tensor<4>> {
+    let geometry = Geometry::new(input.dims(), weight.dims(), options)?;
+    if bias.is_some_and(|bias| bias.dims()[0] != geometry.c_out) {
+        return None;
+    }
+    let bias = match bias {
+        Some(bias) => Some(on_flex(bias)?),
+        None => None,
+    };
+    match (on_flex(input)?, on_flex(weight)?, bias) {
+        (OnFlex::Plain(x), OnFlex::Plain(w), bias) => {
+            let bias = match bias {
+                None => None,
+                Some(OnFlex::Plain(bias)) => Some(contiguous(&bias)),
+                Some(OnFlex::Autodiff(_)) => return None,
+            };
+            let (x, w) = (contiguous(&x), contiguous(&w));
+            let output = forward(&geometry, values(&x), values(&w), bias.as_ref().map(values));
+            Some(Tensor::from_primitive::<Flex>(output))
+        }
+        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), None) => {
+            Some(Tensor::from_primitive::<AutodiffFlex>(tracked::<2>(
+                geometry,
+                [x, w],
+                None,
+            )))
+        }
+        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), Some(OnFlex::Autodiff(b))) => Some(
+            Tensor::from_primitive::<AutodiffFlex>(tracked::<3>(geometry, [x, w], Some(b))),
+        ),
+        _ => None,
+    }
+}
+
+/// The sizes of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    batch: usize,
+    c_in: usize,
+    height: usize,
+    width: usize,
+    c_out: usize,
+    kernel: [usize; 2],
+    options: ConvOptions,
+    out_h: usize,
+    out_w: usize,
+}
+
+impl Geometry {
+    /// The geometry of `[batch, c_in, h, w]` by `[c_out, c_in, kh, kw]`, or `None` where the
+    /// weight's input channels differ (groups) or the kernel does not fit the padded input.
+    fn new(input: [usize; 4], weight: [usize; 4], options: ConvOptions) -> Option<Self> {
+        let [batch, c_in, height, width] = input;
+        let [c_out, w_in, kh, kw] = weight;
+        let ConvOptions {
+            stride,
+            dilation,
+            padding,
+        } = options;
+        let extent = |size: usize, pad: [usize; 2], k: usize, dilation: usize, stride: usize| {
+            let padded = size + pad[0] + pad[1];
+            let reach = dilation * (k - 1) + 1;
+            (padded >= reach).then(|| (padded - reach) / stride + 1)
+        };
+        if c_in != w_in || [kh, kw, stride[0], stride[1], dilation[0], dilation[1]].contains(&0) {
+            return None;
+        }
+        let out_h = extent(height, padding[0], kh, dilation[0], stride[0])?;
+        let out_w = extent(width, padding[1], kw, dilation[1], stride[1])?;
+        (batch * c_out * out_h * out_w > 0).then_some(Self {
+            batch,
+            c_in,
+            height,
+            width,
+            c_out,
+            kernel: [kh, kw],
+            options,
+            out_h,
+            out_w,
+        })
+    }
+
+    /// Length of one unfolded patch: `c_in * kh * kw`.
+    fn patch(&self) -> usize {
+        self.c_in * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Output positions per image.
+    fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    fn image_in(&self) -> usize {
+        self.c_in * self.height * self.width
+    }
+
+    fn image_out(&self) -> usize {
+        self.c_out * self.positions()
+    }
+
+    /// A 1x1 kernel with stride 1 and no padding: the image is its own unfolding.
+    fn pointwise(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.options.stride == [1, 1]
+            && self.options.padding == [[0, 0], [0, 0]]
+    }
+
+    /// Images per parallel task: one run per thread, so each task's weight gradient is summed
+    /// in the same order whatever the scheduling.
+    fn images_per_task(&self) -> usize {
+        self.batch.div_ceil(rayon::current_num_threads()).max(1)
+    }
+
+    /// The output columns `lo..hi` whose input column for kernel column `dx` is inside the
+    /// image, and the input column of output column 0 (possibly negative).
+    fn columns(&self, dx: usize) -> (usize, usize, isize) {
+        let [stride, dilation] = [self.options.stride[1], self.options.dilation[1]];
+        let offset = (dx * dilation) as isize - self.options.padding[1][0] as isize;
+        let lo = if offset >= 0 {
+            0
+        } else {
+            offset.unsigned_abs().div_ceil(stride)
+        };
+        let last = self.width as isize - 1 - offset;
+        let hi = if last < 0 {
+            0
+        } else {
+            (last as usize / stride + 1).min(self.out_w)
+        };
+        (lo.min(hi), hi, offset)
+    }
+
+    /// The input row of output row `oy` for kernel row `dy`, if inside the image.
+    fn row(&self, oy: usize, dy: usize) -> Option<usize> {
+        let row = (oy * self.options.stride[0] + dy * self.options.dilation[0]) as isize
+            - self.options.padding[0][0] as isize;
+        (0..self.height as isize)
+            .contains(&row)
+            .then_some(row as usize)
+    }
+}
+
+/// Unfolds one `[c_in, h, w]` image into `cols`, `[c_in * kh * kw, out_h * out_w]`: row
+/// `(ci * kh + dy) * kw + dx` holds the input each output position sees through that kernel
+/// tap, zero where it falls in the padding.
+fn unfold(g: &Geometry, image: &[f32], cols: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let (positions, plane) = (g.positions(), g.height * g.width);
+    let stride = g.options.stride[1];
+    for ci in 0..g.c_in {
+        let plane = &image[ci * plane..][..plane];
+        for dy in 0..kh {
+            for dx in 0..kw {
+                let (lo, hi, offset) = g.columns(dx);
+                let tap = &mut cols[((ci * kh + dy) * kw + dx) * positions..][..positions];
+                for (oy, dst) in tap.chunks_exact_mut(g.out_w).enumerate() {
+                    let Some(iy) = g.row(oy, dy) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[iy * g.width..][..g.width];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let first = (lo * stride) as isize + offset;
+                    if stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first as usize..][..hi - lo]);
+                    } else {
+                        for (i, value) in dst[lo..hi].iter_mut().enumerate() {
+                            *value = src[first as usize + i * stride];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reverse of [`unfold`]: adds each unfolded gradient back onto the input position it came
+/// from (positions seen by several taps get the sum).
+fn fold(g: &Geometry, cols: &[f32], image: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let (positions, plane) = (g.positions(), g.height * g.width);
+    let stride = g.options.stride[1];
+    for ci in 0..g.c_in {
+        let plane = &mut image[ci * plane..][..plane];
+        for dy in 0..kh {
+            for dx in 0..kw {
+                let (lo, hi, offset) = g.columns(dx);
+                let tap = &cols[((ci * kh + dy) * kw + dx) * positions..][..positions];
+                for (oy, src) in tap.chunks_exact(g.out_w).enumerate() {
+                    let Some(iy) = g.row(oy, dy) else { continue };
+                    let dst = &mut plane[iy * g.width..][..g.width];
+                    let first = ((lo * stride) as isize + offset) as usize;
+                    if stride == 1 {
+                        for (d, s) in dst[first..][..hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (i, s) in src[lo..hi].iter().enumerate() {
+                            dst[first + i * stride] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A matrix operand: element `(i, j)` at `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// A row-major matrix with `columns` columns.
+    fn rows(data: &'a [f32], columns: usize) -> Self {
+        Self {
+            data,
+            row_stride: columns,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `columns` columns.
+    fn transposed(data: &'a [f32], columns: usize) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            col_stride: columns,
+        }
+    }
+
+    /// Whether a `rows x cols` matrix read this way stays inside `data`.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`), with `dst` row-major
+/// `[m, n]`, `lhs` `[m, k]` and `rhs` `[k, n]`, on the calling thread.
+fn matmul(dst: &mut [f32], accumulate: bool, lhs: Operand, rhs: Operand, [m, n, k]: [usize; 3]) {
+    assert!(m > 0 && n > 0 && k > 0 && dst.len() >= m * n);
+    assert!(
+        lhs.fits(m, k) && rhs.fits(k, n),
+        "matmul operands out of bounds"
+    );
+    // SAFETY: the asserts above keep every element gemm reads or writes inside the slices; `dst`
+    // is borrowed mutably, so it cannot alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
+/// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel.
+fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
+    let (patch, positions) = (g.patch(), g.positions());
+    let (image_in, image_out) = (g.image_in(), g.image_out());
+    let per_task = g.images_per_task();
+    let mut output = vec![0.0f32; g.batch * image_out];
+    output
+        .par_chunks_mut(per_task * image_out)
+        .enumerate()
+        .for_each(|(task, output)| {
+            let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { patch * positions }];
+            for (i, out) in output.chunks_exact_mut(image_out).enumerate() {
+                let image = &x[(task * per_task + i) * image_in..][..image_in];
+                let cols: &[f32] = if g.pointwise() {
+                    image
+                } else {
+                    unfold(g, image, &mut cols);
+                    &cols
+                };
+                if let Some(bias) = bias {
+                    for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
+                        row.fill(b);
+                    }
+                }
+                matmul(
+                    out,
+                    bias.is_some(),
+                    Operand::rows(weight, patch),
+                    Operand::rows(cols, positions),
+                    [g.c_out, positions, patch],
+                );
+            }
+        });
+    flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
+}
+
+/// Which gradients backward computes: those of the tracked parents only (a network's first
+/// convolution needs no input gradient, a frozen one no weight gradient).
+#[derive(Clone, Copy, Debug)]
+struct Wanted {
+    input: bool,
+    weight: bool,
+    bias: bool,
+}
+
+/// The gradients of the input, weight and bias (those `wanted`) from the output's gradient.
+fn backward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    wanted: Wanted,
+) -> [Option<FlexTensor>; 3] {
+    let (patch, positions) = (g.patch(), g.positions());
+    let (image_in, image_out) = (g.image_in(), g.image_out());
+    let per_task = g.images_per_task();
+    let mut input_grad = vec![0.0f32; if wanted.input { g.batch * image_in } else { 0 }];
+    let tasks = g.batch.div_ceil(per_task);
+    let slots: Vec<Option<&mut [f32]>> = if wanted.input {
+        input_grad
+            .chunks_mut(per_task * image_in)
+            .map(Some)
+            .collect()
+    } else {
+        (0..tasks).map(|_| None).collect()
+    };
+    let sums: Vec<(Vec<f32>, Vec<f64>)> = slots
+        .into_par_iter()
+        .enumerate()
+        .map(|(task, mut input_grad)| {
+            let first = task * per_task;
+            let images = per_task.min(g.batch - first);
+            let unfolded = !g.pointwise() && (wanted.weight || wanted.input);
+            let mut cols = vec![0.0f32; if unfolded { patch * positions } else { 0 }];
+            let mut weight_grad = vec![0.0f32; if wanted.weight { g.c_out * patch } else { 0 }];
+            let mut bias_grad = vec![0.0f64; if wanted.bias { g.c_out } else { 0 }];
+            for i in 0..images {
+                let image = &x[(first + i) * image_in..][..image_in];
+                let grad = &grad[(first + i) * image_out..][..image_out];
+                if wanted.weight {
+                    let cols: &[f32] = if g.pointwise() {
+                        image
+                    } else {
+                        unfold(g, image, &mut cols);
+                        &cols
+                    };
+                    matmul(
+                        &mut weight_grad,
+                        i > 0,
+                        Operand::rows(grad, positions),
+                        Operand::transposed(cols, positions),
+                        [g.c_out, patch, positions],
+                    );
+                }
+                if let Some(input_grad) = input_grad.as_deref_mut() {
+                    let image_grad = &mut input_grad[i * image_in..][..image_in];
+                    let dst = if g.pointwise() {
+                        image_grad
+                    } else {
+                        &mut cols[..]
+                    };
+                    matmul(
+                        dst,
+                        false,
+                        Operand::transposed(weight, patch),
+                        Operand::rows(grad, positions),
+                        [patch, positions, g.c_out],
+                    );
+                    if !g.pointwise() {
+                        fold(g, &cols, &mut input_grad[i * image_in..][..image_in]);
+                    }
+                }
+                for (sum, row) in bias_grad.iter_mut().zip(grad.chunks_exact(positions)) {
+                    *sum += row.iter().sum::<f32>() as f64;
+                }
+            }
+            (weight_grad, bias_grad)
+        })
+        .collect();
+    let mut sums = sums.into_iter();
+    let (mut weight_grad, mut bias_grad) = sums.next().expect("a batch has a first image");
+    for (w, b) in sums {
+        weight_grad.iter_mut().zip(w).for_each(|(sum, v)| *sum += v);
+        bias_grad.iter_mut().zip(b).for_each(|(sum, v)| *sum += v);
+    }
+    let [kh, kw] = g.kernel;
+    [
+        wanted
+            .input
+            .then(|| flex_tensor(input_grad, &[g.batch, g.c_in, g.height, g.width])),
+        wanted
+            .weight
+            .then(|| flex_tensor(weight_grad, &[g.c_out, g.c_in, kh, kw])),
+        wanted.bias.then(|| {
+            let bias_grad = bias_grad.into_iter().map(|v| v as f32).collect();
+            flex_tensor(bias_grad, &[g.c_out])
+        }),
+    ]
+}
+
+/// What backward needs: the geometry, and the contiguous input and weight.
+#[derive(Clone, Debug)]
+struct State {
+    geometry: Geometry,
+    input: FlexTensor,
+    weight: FlexTensor,
+}
+
+/// The backward step of a convolution with `N` parents: input, weight and, when `N == 3`, bias.
+#[derive(Debug)]
+struct Conv2dBackward<const N: usize>;
+
+impl<const N: usize> Backward<Flex, N> for Conv2dBackward<N> {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let state = ops.state;
+        let wanted = Wanted {
+            input: ops.parents[0].is_some(),
+            weight: ops.parents[1].is_some(),
+            bias: N == 3 && ops.parents[2].is_some(),
+        };
+        let computed = backward(
+            &state.geometry,
+            values(&state.input),
+            values(&state.weight),
+            values(&grad),
+            wanted,
+        );
+        for (parent, grad) in ops.parents.into_iter().zip(computed) {
+            if let (Some(parent), Some(grad)) = (parent, grad) {
+                grads.register::<Flex>(parent.id, grad);
+            }
+        }
+    }
+}
+
+/// The forward step on autodiff tensors, recording [`Conv2dBackward`] when any parent is
+/// tracked. `N` is 3 with a bias, 2 without.
+fn tracked<const N: usize>(
+    geometry: Geometry,
+    [x, w]: [FloatTensor<AutodiffFlex>; 2],
+    bias: Option<FloatTensor<AutodiffFlex>>,
+) -> FloatTensor<AutodiffFlex> {
+    let mut nodes = vec![x.node(), w.node()];
+    nodes.extend(bias.as_ref().map(|b| b.node()));
+    let nodes: [_; N] = nodes.try_into().expect("a node per parent");
+    let input = contiguous(x.primitive());
+    let weight = contiguous(w.primitive());
+    let bias = bias.map(|b| contiguous(b.primitive()));
+    let output = forward(
+        &geometry,
+        values(&input),
+        values(&weight),
+        bias.as_ref().map(values),
+    );
+    match Conv2dBackward::<N>
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            State {
+                geometry,
+                input,
+                weight,
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions as BurnOptions;
+    use burn::tensor::{Device, Distribution, Tensor};
+    use proptest::prelude::*;
+
+    use super::ConvOptions;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Largest difference relative to the largest magnitude of `expected`.
+    fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
+        assert_eq!(actual.len(), expected.len());
+        let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let diff = actual
+            .iter()
+            .zip(expected)
+            .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+        diff / scale
+    }
+
+    /// What one case runs: shapes, options, and which tensors carry gradients.
+    #[derive(Clone, Copy, Debug)]
+    struct Case {
+        input: [usize; 4],
+        weight: [usize; 4],
+        options: ConvOptions,
+        bias: bool,
+        input_grad: bool,
+        weight_grad: bool,
+    }
+
+    impl Case {
+        fn new(input: [usize; 4], weight: [usize; 4], options: ConvOptions) -> Self {
+            Self {
+                input,
+                weight,
+                options,
+                bias: true,
+                input_grad: true,
+                weight_grad: true,
+            }
+        }
+    }
+
+    fn options(stride: usize, dilation: usize, padding: [[usize; 2]; 2]) -> ConvOptions {
+        ConvOptions {
+            stride: [stride, stride],
+            dilation: [dilation, dilation],
+            padding,
+        }
+    }
+
+    /// Output and gradients (input, weight, bias; empty where not tracked) from flint's
+    /// convolution and from burn's on the same tensors.
+    fn both(case: Case, seed: u64) -> [[Vec<f32>; 4]; 2] {
+        let device = Device::flex().autodiff();
+        // Every random tensor drawn at once: other tests draw from burn's generator too.
+        device.seed(seed);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let mut x = Tensor::<4>::random(case.input, normal, &device);
+        let mut w = Tensor::<4>::random(case.weight, normal, &device);
+        let mut b = Tensor::<1>::random([case.weight[0]], normal, &device);
+        let flint = super::conv2d(&x, &w, case.bias.then_some(&b), case.options)
+            .expect("flex takes the host path");
+        let weights = Tensor::<4>::random(flint.dims(), Distribution::Default, &device);
+        if case.input_grad {
+            x = x.require_grad();
+        }
+        if case.weight_grad {
+            w = w.require_grad();
+            b = b.require_grad();
+        }
+        let [[top, bottom], [left, right]] = case.options.padding;
+        let burn_options = BurnOptions::new_with_padding(
+            case.options.stride,
+            [(top, bottom), (left, right)],
+            case.options.dilation,
+            1,
+        );
+        let run = |flint: bool| {
+            let bias = case.bias.then_some(&b);
+            let output = if flint {
+                super::conv2d(&x, &w, bias, case.options).unwrap()
+            } else {
+                conv2d(x.clone(), w.clone(), bias.cloned(), burn_options.clone())
+            };
+            let grads = (output.clone() * weights.clone()).sum().backward();
+            let grad = |t: Option<Vec<f32>>| t.unwrap_or_default();
+            [
+                values(output),
+                grad(x.grad(&grads).map(values)),
+                grad(w.grad(&grads).map(values)),
+                grad(case.bias.then(|| b.grad(&grads).map(values)).flatten()),
+            ]
+        };
+        [run(true), run(false)]
+    }
+
+    fn assert_matches(case: Case, seed: u64) {
+        let [flint, burn] = both(case, seed);
+        for (name, (ours, theirs)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(flint.iter().zip(&burn))
+        {
+            assert_eq!(ours.len(), theirs.len(), "{name} of {case:?}");
+            if !theirs.is_empty() {
+                let error = relative_error(ours, theirs);
+                assert!(error < 1e-5, "{name} of {case:?}: relative error {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_burn_on_strides_dilations_and_padding() {
+        let none = [[0, 0], [0, 0]];
+        for case in [
+            // The reference cnn's two layers, on a small batch.
+            Case::new(
+                [3, 1, 28, 28],
+                [8, 1, 3, 3],
+                options(1, 1, [[1, 1], [1, 1]]),
+            ),
+            Case::new(
+                [5, 6, 14, 14],
+                [7, 6, 3, 3],
+                options(1, 1, [[1, 1], [1, 1]]),
+            ),
+            Case::new([2, 3, 9, 11], [4, 3, 3, 3], options(2, 1, [[1, 1], [1, 1]])),
+            Case::new([2, 2, 10, 9], [3, 2, 3, 2], options(1, 2, [[2, 0], [0, 3]])),
+            Case::new([1, 3, 7, 7], [5, 3, 7, 7], options(1, 1, none)),
+            Case::new([2, 3, 8, 5], [4, 3, 1, 1], options(1, 1, none)),
+            Case::new([2, 3, 8, 5], [4, 3, 1, 1], options(2, 1, [[1, 0], [0, 1]])),
+            Case::new([2, 2, 5, 5], [3, 2, 5, 3], options(3, 1, [[2, 2], [1, 1]])),
+        ] {
+            assert_matches(case, 11);
+        }
+    }
+
+    #[test]
+    fn computes_only_the_gradients_asked_for() {
+        let case = Case::new([3, 2, 6, 6], [4, 2, 3, 3], options(1, 1, [[1, 1], [1, 1]]));
+        for (input_grad, weight_grad, bias) in [
+            (false, true, true),
+            (true, false, true),
+            (true, true, false),
+            (false, true, false),
+        ] {
+            let case = Case {
+                input_grad,
+                weight_grad,
+                bias,
+                ..case
+            };
+            let [flint, _] = both(case, 3);
+            assert_eq!(flint[1].is_empty(), !input_grad, "{case:?}");
+            assert_eq!(flint[2].is_empty(), !weight_grad, "{case:?}");
+            assert_matches(case, 3);
+        }
+    }
+
+    #[test]
+    fn plain_tensors_give_burns_output() {
+        let device = Device::flex();
+        device.seed(5);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([4, 3, 10, 10], normal, &device);
+        let w = Tensor::<4>::random([6, 3, 3, 3], normal, &device);
+        let b = Tensor::<1>::random([6], normal, &device);
+        let options = options(2, 1, [[1, 0], [1, 0]]);
+        let ours = super::conv2d(&x, &w, Some(&b), options).unwrap();
+        let burn_options = BurnOptions::new_with_padding([2, 2], [(1, 0), (1, 0)], [1, 1], 1);
+        let theirs = conv2d(x, w, Some(b), burn_options);
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
+    }
+
+    #[test]
+    fn declines_what_it_does_not_compute() {
+        let device = Device::flex();
+        let x = Tensor::<4>::zeros([1, 4, 5, 5], &device);
+        let same = options(1, 1, [[0, 0], [0, 0]]);
+        // Two groups: the weight has half the input's channels.
+        let grouped = Tensor::<4>::zeros([4, 2, 3, 3], &device);
+        assert!(super::conv2d(&x, &grouped, None, same).is_none());
+        // A kernel larger than the padded input.
+        let large = Tensor::<4>::zeros([2, 4, 7, 7], &device);
+        assert!(super::conv2d(&x, &large, None, same).is_none());
+        // A bias of the wrong length.
+        let weight = Tensor::<4>::zeros([2, 4, 3, 3], &device);
+        let bias = Tensor::<1>::zeros([3], &device);
+        assert!(super::conv2d(&x, &weight, Some(&bias), same).is_none());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn matches_burn(
+            batch in 1usize..5, c_in in 1usize..4, c_out in 1usize..5,
+            height in 3usize..12, width in 3usize..12, kh in 1usize..4, kw in 1usize..4,
+            stride in 1usize..3, dilation in 1usize..3,
+            pads in proptest::array::uniform4(0usize..3), bias: bool, seed in 0u64..1000,
+        ) {
+            let options = ConvOptions {
+                stride: [stride, stride],
+                dilation: [dilation, dilation],
+                padding: [[pads[0], pads[1]], [pads[2], pads[3]]],
+            };
+            let reach = |k: usize| dilation * (k - 1) + 1;
+            prop_assume!(height + pads[0] + pads[1] >= reach(kh));
+            prop_assume!(width + pads[2] + pads[3] >= reach(kw));
+            let case = Case {
+                bias,
+                ..Case::new([batch, c_in, height, width], [c_out, c_in, kh, kw], options)
+            };
+            assert_matches(case, seed);
+        }
+    }
+}
