@@ -9,6 +9,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
+use std::hint::select_unpredictable;
 use std::sync::Arc;
 
 use super::{AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values};
@@ -68,6 +69,8 @@ fn pool(x: &FlexTensor, kernel: [usize; 2]) -> (FlexTensor, Argmax) {
     let plane_out = out_h * out_w;
     let mut output = vec![0.0f32; planes * plane_out];
     let mut positions = vec![0u8; planes * plane_out];
+    // Offset of each window position from the window's corner.
+    let offsets: Vec<usize> = (0..kh * kw).map(|at| (at / kw) * width + at % kw).collect();
     let per_task = rows_per_task(height * width, 1 << 15);
     output
         .par_chunks_mut(plane_out)
@@ -77,21 +80,28 @@ fn pool(x: &FlexTensor, kernel: [usize; 2]) -> (FlexTensor, Argmax) {
         .for_each(|(plane, (out, pos))| {
             let src = &input[plane * height * width..(plane + 1) * height * width];
             for oy in 0..out_h {
-                for ox in 0..out_w {
-                    let mut best = src[oy * kh * width + ox * kw];
-                    let mut best_at = 0usize;
-                    for dy in 0..kh {
-                        let row = &src[(oy * kh + dy) * width + ox * kw..][..kw];
-                        for (dx, &value) in row.iter().enumerate() {
-                            // A NaN wins (the last one, as in PyTorch and burn).
-                            if value.is_nan() || value > best {
-                                best = value;
-                                best_at = dy * kw + dx;
-                            }
-                        }
+                let out = &mut out[oy * out_w..][..out_w];
+                let pos = &mut pos[oy * out_w..][..out_w];
+                if [kh, kw] == [2, 2] {
+                    let top = &src[2 * oy * width..][..2 * out_w];
+                    let bottom = &src[(2 * oy + 1) * width..][..2 * out_w];
+                    for (((o, p), t), b) in out
+                        .iter_mut()
+                        .zip(pos.iter_mut())
+                        .zip(top.chunks_exact(2))
+                        .zip(bottom.chunks_exact(2))
+                    {
+                        (*o, *p) = window_max([t[0], t[1], b[0], b[1]]);
                     }
-                    out[oy * out_w + ox] = best;
-                    pos[oy * out_w + ox] = best_at as u8;
+                } else {
+                    for (ox, (o, p)) in out.iter_mut().zip(pos.iter_mut()).enumerate() {
+                        let corner = &src[oy * kh * width + ox * kw..];
+                        let mut best = (corner[0], 0u8);
+                        for (at, &offset) in offsets.iter().enumerate().skip(1) {
+                            best = keep_max(best, corner[offset], at as u8);
+                        }
+                        (*o, *p) = best;
+                    }
                 }
             }
         });
@@ -104,6 +114,28 @@ fn pool(x: &FlexTensor, kernel: [usize; 2]) -> (FlexTensor, Argmax) {
         flex_tensor(output, &[shape[0], shape[1], out_h, out_w]),
         argmax,
     )
+}
+
+/// `(value, at)` or `(best, at)` of the two, whichever wins: the larger value, the earlier one on
+/// a tie, a NaN over any number and the later of two NaNs (as PyTorch and burn). Written as
+/// selects, not branches: on random activations a branch per comparison mispredicts half the time.
+#[inline(always)]
+fn keep_max((best, best_at): (f32, u8), value: f32, at: u8) -> (f32, u8) {
+    let take = value.is_nan() | (value > best);
+    // On integers: x86's baseline has no select for floats, and LLVM branches instead.
+    let bits = select_unpredictable(take, value.to_bits(), best.to_bits());
+    (
+        f32::from_bits(bits),
+        select_unpredictable(take, at, best_at),
+    )
+}
+
+/// The maximum of a 2x2 window in row-major order and its position.
+#[inline(always)]
+fn window_max(window: [f32; 4]) -> (f32, u8) {
+    let best = keep_max((window[0], 0), window[1], 1);
+    let best = keep_max(best, window[2], 2);
+    keep_max(best, window[3], 3)
 }
 
 /// The gradient of the pooling's input: each output gradient at its window's maximum, zero
@@ -127,10 +159,24 @@ fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
             let grad = &grad[plane * plane_out..(plane + 1) * plane_out];
             let positions = &argmax.positions[plane * plane_out..(plane + 1) * plane_out];
             for oy in 0..out_h {
-                for ox in 0..out_w {
-                    let corner = oy * kh * width + ox * kw;
-                    let at = positions[oy * out_w + ox] as usize;
-                    dst[corner + offsets[at]] = grad[oy * out_w + ox];
+                let grad = &grad[oy * out_w..][..out_w];
+                let positions = &positions[oy * out_w..][..out_w];
+                if [kh, kw] == [2, 2] {
+                    // Every element of each window written in order, zero or the gradient,
+                    // rather than one scattered store per window.
+                    let (top, bottom) = dst[2 * oy * width..].split_at_mut(width);
+                    let pairs = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+                    for ((t, b), (&g, &at)) in pairs.zip(grad.iter().zip(positions)) {
+                        let at_or_zero = |here: u8| {
+                            f32::from_bits(select_unpredictable(at == here, g.to_bits(), 0))
+                        };
+                        (t[0], t[1], b[0], b[1]) =
+                            (at_or_zero(0), at_or_zero(1), at_or_zero(2), at_or_zero(3));
+                    }
+                } else {
+                    for (ox, (&g, &at)) in grad.iter().zip(positions).enumerate() {
+                        dst[oy * kh * width + ox * kw + offsets[at as usize]] = g;
+                    }
                 }
             }
         });
@@ -204,6 +250,37 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<4>::from_floats([[[[1.0, f32::NAN], [3.0, 4.0]]]], &device);
         assert!(values(super::forward(&x, [2, 2]).unwrap())[0].is_nan());
+    }
+
+    #[test]
+    fn nans_and_ties_pick_the_same_position_as_burn() {
+        let device = Device::flex().autodiff();
+        let nan = f32::NAN;
+        // Windows (2x2, row-major): one NaN, two NaNs, a tie, a NaN first, all equal.
+        let rows = [
+            [1.0, nan, nan, 2.0, 3.0, 3.0, nan, 0.0, 5.0, 5.0],
+            [3.0, 4.0, 1.0, nan, 1.0, 2.0, 9.0, 8.0, 5.0, 5.0],
+        ];
+        let x = Tensor::<4>::from_floats([[rows]], &device).require_grad();
+        let weights = Tensor::<4>::from_floats([[[[1.0, 2.0, 3.0, 4.0, 5.0]]]], &device);
+        let run = |flint: bool| {
+            let output = if flint {
+                super::forward(&x, [2, 2]).unwrap()
+            } else {
+                max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]))
+            };
+            let grads = (output.clone() * weights.clone()).sum().backward();
+            let bits = |v: Vec<f32>| {
+                v.iter()
+                    .map(|v| v.is_nan().then_some(0).unwrap_or(v.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            (bits(values(output)), values(x.grad(&grads).unwrap()))
+        };
+        let (flint, burn) = (run(true), run(false));
+        assert_eq!(flint, burn);
+        // The later NaN wins in the second window.
+        assert_eq!(flint.1[13], 2.0);
     }
 
     proptest! {
