@@ -16,7 +16,9 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
 
-use super::{AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values};
+use super::{
+    AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values, written,
+};
 
 /// The normalised output and the batch's per-channel mean and biased variance (detached), as
 /// burn's `batch_norm_train` returns them.
@@ -202,18 +204,22 @@ fn normalise(
 
     let beta = values(&contiguous(beta)).to_vec();
     let scale: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
-    let mut output = vec![0.0f32; input.len()];
-    output
-        .par_chunks_mut(spatial.max(1))
-        .enumerate()
-        .with_min_len(rows_per_task(spatial, 1 << 15))
-        .for_each(|(r, out)| {
-            let c = r % channels;
-            let (centre, a, b) = (mean[c], scale[c], beta[c]);
-            for (o, &v) in out.iter_mut().zip(&input[r * spatial..][..spatial]) {
-                *o = (v - centre) * a + b;
-            }
-        });
+    // SAFETY: the rows of `spatial` values cover the output, and each value of each is written.
+    let output = unsafe {
+        written(input.len(), |output| {
+            output
+                .par_chunks_mut(spatial.max(1))
+                .enumerate()
+                .with_min_len(rows_per_task(spatial, 1 << 15))
+                .for_each(|(r, out)| {
+                    let c = r % channels;
+                    let (centre, a, b) = (mean[c], scale[c], beta[c]);
+                    for (o, &v) in out.iter_mut().zip(&input[r * spatial..][..spatial]) {
+                        o.write((v - centre) * a + b);
+                    }
+                })
+        })
+    };
     let stats = Statistics {
         mean: Arc::new(mean),
         variance: Arc::new(variance),
@@ -263,20 +269,24 @@ fn gradients(state: &State, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexT
             [scale as f32, k_x as f32, k_0 as f32, mean[c]]
         })
         .collect();
-    let mut input_grad = vec![0.0f32; input.len()];
-    input_grad
-        .par_chunks_mut(spatial.max(1))
-        .enumerate()
-        .with_min_len(rows_per_task(spatial, 1 << 15))
-        .for_each(|(r, out)| {
-            let [k_dy, k_x, k_0, centre] = coefficients[r % channels];
-            let rows = dy[r * spatial..][..spatial]
-                .iter()
-                .zip(&input[r * spatial..][..spatial]);
-            for (o, (&g, &v)) in out.iter_mut().zip(rows) {
-                *o = k_dy * g + k_x * (v - centre) + k_0;
-            }
-        });
+    // SAFETY: the rows of `spatial` values cover the gradient, and each value of each is written.
+    let input_grad = unsafe {
+        written(input.len(), |input_grad| {
+            input_grad
+                .par_chunks_mut(spatial.max(1))
+                .enumerate()
+                .with_min_len(rows_per_task(spatial, 1 << 15))
+                .for_each(|(r, out)| {
+                    let [k_dy, k_x, k_0, centre] = coefficients[r % channels];
+                    let rows = dy[r * spatial..][..spatial]
+                        .iter()
+                        .zip(&input[r * spatial..][..spatial]);
+                    for (o, (&g, &v)) in out.iter_mut().zip(rows) {
+                        o.write(k_dy * g + k_x * (v - centre) + k_0);
+                    }
+                })
+        })
+    };
     (
         flex_tensor(input_grad, &shape),
         flex_tensor(gamma_grad, &[channels]),

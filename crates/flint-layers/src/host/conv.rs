@@ -20,8 +20,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use super::{AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, values};
+use super::{AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, values, written};
 
 /// Stride, dilation and padding of a convolution; the padding as `[[top, bottom], [left, right]]`.
 #[derive(Clone, Copy, Debug)]
@@ -281,20 +282,55 @@ impl<'a> Operand<'a> {
 
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`), with `dst` row-major
 /// `[m, n]`, `lhs` `[m, k]` and `rhs` `[k, n]`, on the calling thread.
-fn matmul(dst: &mut [f32], accumulate: bool, lhs: Operand, rhs: Operand, [m, n, k]: [usize; 3]) {
-    assert!(m > 0 && n > 0 && k > 0 && dst.len() >= m * n);
+fn matmul(dst: &mut [f32], accumulate: bool, lhs: Operand, rhs: Operand, dims: [usize; 3]) {
+    assert!(dst.len() >= dims[0] * dims[1]);
+    // SAFETY: `dst` holds the `m * n` initialised values gemm reads and writes, and is borrowed
+    // mutably, so it cannot alias `lhs` or `rhs`.
+    unsafe { gemm_into(dst.as_mut_ptr(), accumulate, lhs, rhs, dims) }
+}
+
+/// [`matmul`] into uninitialised memory: sets the first `m * n` values of `dst` and returns them.
+fn matmul_into<'a>(
+    dst: &'a mut [MaybeUninit<f32>],
+    lhs: Operand,
+    rhs: Operand,
+    [m, n, k]: [usize; 3],
+) -> &'a mut [f32] {
+    let dst = &mut dst[..m * n];
+    // SAFETY: gemm writes all `m * n` values of `dst` without reading them (`read_dst` false);
+    // `dst` is borrowed mutably, so it cannot alias `lhs` or `rhs`. Once written, the values
+    // are initialised f32s.
+    unsafe {
+        gemm_into(dst.as_mut_ptr().cast(), false, lhs, rhs, [m, n, k]);
+        &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32])
+    }
+}
+
+/// gemm on the calling thread, `dst` row-major `[m, n]`.
+///
+/// # Safety
+/// `dst` must be valid for `m * n` writes (and reads, initialised, when `accumulate`) and must not
+/// overlap `lhs` or `rhs`.
+unsafe fn gemm_into(
+    dst: *mut f32,
+    accumulate: bool,
+    lhs: Operand,
+    rhs: Operand,
+    [m, n, k]: [usize; 3],
+) {
+    assert!(m > 0 && n > 0 && k > 0);
     assert!(
         lhs.fits(m, k) && rhs.fits(k, n),
         "matmul operands out of bounds"
     );
-    // SAFETY: the asserts above keep every element gemm reads or writes inside the slices; `dst`
-    // is borrowed mutably, so it cannot alias `lhs` or `rhs`.
+    // SAFETY: the asserts keep every element gemm reads inside `lhs` and `rhs`; the caller
+    // vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -320,34 +356,37 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Fle
     let (patch, positions) = (g.patch(), g.positions());
     let (image_in, image_out) = (g.image_in(), g.image_out());
     let per_task = g.images_per_task();
-    let mut output = vec![0.0f32; g.batch * image_out];
-    output
-        .par_chunks_mut(per_task * image_out)
-        .enumerate()
-        .for_each(|(task, output)| {
-            let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { patch * positions }];
-            for (i, out) in output.chunks_exact_mut(image_out).enumerate() {
-                let image = &x[(task * per_task + i) * image_in..][..image_in];
-                let cols: &[f32] = if g.pointwise() {
-                    image
-                } else {
-                    unfold(g, image, &mut cols);
-                    &cols
-                };
-                if let Some(bias) = bias {
-                    for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
-                        row.fill(b);
+    let fill = |output: &mut [MaybeUninit<f32>]| {
+        output
+            .par_chunks_mut(per_task * image_out)
+            .enumerate()
+            .for_each(|(task, output)| {
+                let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { patch * positions }];
+                for (i, out) in output.chunks_exact_mut(image_out).enumerate() {
+                    let image = &x[(task * per_task + i) * image_in..][..image_in];
+                    let cols: &[f32] = if g.pointwise() {
+                        image
+                    } else {
+                        unfold(g, image, &mut cols);
+                        &cols
+                    };
+                    let out = matmul_into(
+                        out,
+                        Operand::rows(weight, patch),
+                        Operand::rows(cols, positions),
+                        [g.c_out, positions, patch],
+                    );
+                    if let Some(bias) = bias {
+                        for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
+                            row.iter_mut().for_each(|v| *v += b);
+                        }
                     }
                 }
-                matmul(
-                    out,
-                    bias.is_some(),
-                    Operand::rows(weight, patch),
-                    Operand::rows(cols, positions),
-                    [g.c_out, positions, patch],
-                );
-            }
-        });
+            })
+    };
+    // SAFETY: the tasks' runs of images cover the output, and each image's `[c_out, positions]`
+    // block is written by `matmul_into`.
+    let output = unsafe { written(g.batch * image_out, fill) };
     flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
 }
 

@@ -12,7 +12,9 @@ use rayon::prelude::*;
 use std::hint::select_unpredictable;
 use std::sync::Arc;
 
-use super::{AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values};
+use super::{
+    AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values, written,
+};
 
 /// Max pooling with windows of `kernel` and the same stride, or `None` where the input is not
 /// an f32 tensor on flex (the caller then uses burn's).
@@ -67,44 +69,54 @@ fn pool(x: &FlexTensor, kernel: [usize; 2]) -> (FlexTensor, Argmax) {
     let (out_h, out_w) = (height / kh, width / kw);
     let input = values(&x);
     let plane_out = out_h * out_w;
-    let mut output = vec![0.0f32; planes * plane_out];
-    let mut positions = vec![0u8; planes * plane_out];
     // Offset of each window position from the window's corner.
     let offsets: Vec<usize> = (0..kh * kw).map(|at| (at / kw) * width + at % kw).collect();
     let per_task = rows_per_task(height * width, 1 << 15);
-    output
-        .par_chunks_mut(plane_out)
-        .zip(positions.par_chunks_mut(plane_out))
-        .enumerate()
-        .with_min_len(per_task)
-        .for_each(|(plane, (out, pos))| {
-            let src = &input[plane * height * width..(plane + 1) * height * width];
-            for oy in 0..out_h {
-                let out = &mut out[oy * out_w..][..out_w];
-                let pos = &mut pos[oy * out_w..][..out_w];
-                if [kh, kw] == [2, 2] {
-                    let top = &src[2 * oy * width..][..2 * out_w];
-                    let bottom = &src[(2 * oy + 1) * width..][..2 * out_w];
-                    for (((o, p), t), b) in out
-                        .iter_mut()
-                        .zip(pos.iter_mut())
-                        .zip(top.chunks_exact(2))
-                        .zip(bottom.chunks_exact(2))
-                    {
-                        (*o, *p) = window_max([t[0], t[1], b[0], b[1]]);
-                    }
-                } else {
-                    for (ox, (o, p)) in out.iter_mut().zip(pos.iter_mut()).enumerate() {
-                        let corner = &src[oy * kh * width + ox * kw..];
-                        let mut best = (corner[0], 0u8);
-                        for (at, &offset) in offsets.iter().enumerate().skip(1) {
-                            best = keep_max(best, corner[offset], at as u8);
+    let mut positions = Vec::new();
+    // SAFETY: each plane's output rows cover its chunk, and every window of each row is written
+    // to both the output and the positions.
+    let output = unsafe {
+        written(planes * plane_out, |output| {
+            positions = written(planes * plane_out, |positions| {
+                output
+                    .par_chunks_mut(plane_out)
+                    .zip(positions.par_chunks_mut(plane_out))
+                    .enumerate()
+                    .with_min_len(per_task)
+                    .for_each(|(plane, (out, pos))| {
+                        let src = &input[plane * height * width..][..height * width];
+                        for oy in 0..out_h {
+                            let out = &mut out[oy * out_w..][..out_w];
+                            let pos = &mut pos[oy * out_w..][..out_w];
+                            if [kh, kw] == [2, 2] {
+                                let top = &src[2 * oy * width..][..2 * out_w];
+                                let bottom = &src[(2 * oy + 1) * width..][..2 * out_w];
+                                for (((o, p), t), b) in out
+                                    .iter_mut()
+                                    .zip(pos.iter_mut())
+                                    .zip(top.chunks_exact(2))
+                                    .zip(bottom.chunks_exact(2))
+                                {
+                                    let (value, at) = window_max([t[0], t[1], b[0], b[1]]);
+                                    o.write(value);
+                                    p.write(at);
+                                }
+                            } else {
+                                for (ox, (o, p)) in out.iter_mut().zip(pos.iter_mut()).enumerate() {
+                                    let corner = &src[oy * kh * width + ox * kw..];
+                                    let mut best = (corner[0], 0u8);
+                                    for (at, &offset) in offsets.iter().enumerate().skip(1) {
+                                        best = keep_max(best, corner[offset], at as u8);
+                                    }
+                                    o.write(best.0);
+                                    p.write(best.1);
+                                }
+                            }
                         }
-                        (*o, *p) = best;
-                    }
-                }
-            }
-        });
+                    })
+            })
+        })
+    };
     let argmax = Argmax {
         positions: Arc::new(positions),
         input_dims: [shape[0], shape[1], height, width],
@@ -130,12 +142,23 @@ fn keep_max((best, best_at): (f32, u8), value: f32, at: u8) -> (f32, u8) {
     )
 }
 
-/// The maximum of a 2x2 window in row-major order and its position.
+/// The maximum of a 2x2 window in row-major order and its position, as [`keep_max`] over the
+/// four in order would find it. Without NaNs: the maximum from `maxss`-style comparisons and the
+/// first position holding it from integer arithmetic, so neither branches (LLVM turns selects
+/// on floats back into branches where it does not vectorise the loop, as for the last windows
+/// of a row).
 #[inline(always)]
 fn window_max(window: [f32; 4]) -> (f32, u8) {
-    let best = keep_max((window[0], 0), window[1], 1);
-    let best = keep_max(best, window[2], 2);
-    keep_max(best, window[3], 3)
+    let [a, b, c, d] = window;
+    if a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan() {
+        let best = keep_max((a, 0), b, 1);
+        let best = keep_max(best, c, 2);
+        return keep_max(best, d, 3);
+    }
+    let max = |x: f32, y: f32| if y > x { y } else { x };
+    let m = max(max(max(a, b), c), d);
+    let differs = |v: f32| (v != m) as u8;
+    (m, differs(a) * (1 + differs(b) * (1 + differs(c))))
 }
 
 /// The gradient of the pooling's input: each output gradient at its window's maximum, zero
@@ -256,13 +279,18 @@ mod tests {
     fn nans_and_ties_pick_the_same_position_as_burn() {
         let device = Device::flex().autodiff();
         let nan = f32::NAN;
-        // Windows (2x2, row-major): one NaN, two NaNs, a tie, a NaN first, all equal.
+        // Windows (2x2, row-major): one NaN, two NaNs, a tie, a NaN first, all equal, zeros of
+        // both signs, a tie in the bottom row.
         let rows = [
-            [1.0, nan, nan, 2.0, 3.0, 3.0, nan, 0.0, 5.0, 5.0],
-            [3.0, 4.0, 1.0, nan, 1.0, 2.0, 9.0, 8.0, 5.0, 5.0],
+            [
+                1.0, nan, nan, 2.0, 3.0, 3.0, nan, 0.0, 5.0, 5.0, -0.0, 0.0, 1.0, 2.0,
+            ],
+            [
+                3.0, 4.0, 1.0, nan, 1.0, 2.0, 9.0, 8.0, 5.0, 5.0, 0.0, -0.0, 7.0, 7.0,
+            ],
         ];
         let x = Tensor::<4>::from_floats([[rows]], &device).require_grad();
-        let weights = Tensor::<4>::from_floats([[[[1.0, 2.0, 3.0, 4.0, 5.0]]]], &device);
+        let weights = Tensor::<4>::from_floats([[[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]]], &device);
         let run = |flint: bool| {
             let output = if flint {
                 super::forward(&x, [2, 2]).unwrap()
@@ -272,7 +300,7 @@ mod tests {
             let grads = (output.clone() * weights.clone()).sum().backward();
             let bits = |v: Vec<f32>| {
                 v.iter()
-                    .map(|v| v.is_nan().then_some(0).unwrap_or(v.to_bits()))
+                    .map(|v| if v.is_nan() { 0 } else { v.to_bits() })
                     .collect::<Vec<_>>()
             };
             (bits(values(output)), values(x.grad(&grads).unwrap()))
@@ -280,7 +308,7 @@ mod tests {
         let (flint, burn) = (run(true), run(false));
         assert_eq!(flint, burn);
         // The later NaN wins in the second window.
-        assert_eq!(flint.1[13], 2.0);
+        assert_eq!(flint.1[17], 2.0);
     }
 
     proptest! {
