@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use flint_layers::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, MaxPool2d, MaxPool2dConfig, SpatialDropout,
-    SpatialDropoutConfig, conv2d,
+    SpatialDropoutConfig, conv2d, linear,
 };
 
 use crate::error::{ModelConfigError, check_rate, or_panic};
@@ -214,7 +214,7 @@ impl Cnn {
     /// - images: `[batch, in_channels, image_size, image_size]`
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.output.forward(self.features(images))
+        linear(&self.output, self.features(images))
     }
 
     /// The features fed to the classifier layer (after the hidden layer and dropout).
@@ -244,7 +244,7 @@ impl Cnn {
         trace(&x.dims());
         let x = match &self.hidden {
             Some(hidden) => {
-                let h = relu(hidden.forward(x));
+                let h = relu(linear(hidden, x));
                 trace(&h.dims());
                 h
             }
@@ -259,7 +259,7 @@ impl Cnn {
         let features = self.forward_traced(Tensor::zeros(input_shape, device), &mut |s| {
             shapes.push(s.to_vec())
         });
-        let logits = self.output.forward(features);
+        let logits = linear(&self.output, features);
         let mut rows = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let [c_out, c_in, kh, _] = block.conv.weight.dims();

@@ -4,7 +4,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
-use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
+use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, linear};
 
 use crate::activation::Activation;
 use crate::error::{ModelConfigError, check_rate, or_panic};
@@ -183,7 +183,7 @@ impl Mlp {
     }
 
     fn hidden_forward(&self, layer: &HiddenLayer, x: Tensor<2>) -> Tensor<2> {
-        let mut x = layer.linear.forward(x);
+        let mut x = linear(&layer.linear, x);
         if let Some(norm) = &layer.norm {
             x = norm.forward(x);
         }
@@ -201,7 +201,7 @@ impl Mlp {
             x = self.hidden_forward(layer, x);
             trace(i + 1, &x.dims());
         }
-        let out = self.output.forward(x);
+        let out = linear(&self.output, x);
         trace(self.hidden.len() + 1, &out.dims());
         out
     }

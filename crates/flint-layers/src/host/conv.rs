@@ -22,6 +22,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::gemm::{Operand, Wanted, matmul, matmul_into};
 use super::{AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, values, written};
 
 /// Stride, dilation and padding of a convolution; the padding as `[[top, bottom], [left, right]]`.
@@ -247,109 +248,6 @@ fn fold(g: &Geometry, cols: &[f32], image: &mut [f32]) {
     }
 }
 
-/// A matrix operand: element `(i, j)` at `data[i * row_stride + j * col_stride]`.
-#[derive(Clone, Copy)]
-struct Operand<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Operand<'a> {
-    /// A row-major matrix with `columns` columns.
-    fn rows(data: &'a [f32], columns: usize) -> Self {
-        Self {
-            data,
-            row_stride: columns,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `columns` columns.
-    fn transposed(data: &'a [f32], columns: usize) -> Self {
-        Self {
-            data,
-            row_stride: 1,
-            col_stride: columns,
-        }
-    }
-
-    /// Whether a `rows x cols` matrix read this way stays inside `data`.
-    fn fits(&self, rows: usize, cols: usize) -> bool {
-        (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
-    }
-}
-
-/// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`), with `dst` row-major
-/// `[m, n]`, `lhs` `[m, k]` and `rhs` `[k, n]`, on the calling thread.
-fn matmul(dst: &mut [f32], accumulate: bool, lhs: Operand, rhs: Operand, dims: [usize; 3]) {
-    assert!(dst.len() >= dims[0] * dims[1]);
-    // SAFETY: `dst` holds the `m * n` initialised values gemm reads and writes, and is borrowed
-    // mutably, so it cannot alias `lhs` or `rhs`.
-    unsafe { gemm_into(dst.as_mut_ptr(), accumulate, lhs, rhs, dims) }
-}
-
-/// [`matmul`] into uninitialised memory: sets the first `m * n` values of `dst` and returns them.
-fn matmul_into<'a>(
-    dst: &'a mut [MaybeUninit<f32>],
-    lhs: Operand,
-    rhs: Operand,
-    [m, n, k]: [usize; 3],
-) -> &'a mut [f32] {
-    let dst = &mut dst[..m * n];
-    // SAFETY: gemm writes all `m * n` values of `dst` without reading them (`read_dst` false);
-    // `dst` is borrowed mutably, so it cannot alias `lhs` or `rhs`. Once written, the values
-    // are initialised f32s.
-    unsafe {
-        gemm_into(dst.as_mut_ptr().cast(), false, lhs, rhs, [m, n, k]);
-        &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32])
-    }
-}
-
-/// gemm on the calling thread, `dst` row-major `[m, n]`.
-///
-/// # Safety
-/// `dst` must be valid for `m * n` writes (and reads, initialised, when `accumulate`) and must not
-/// overlap `lhs` or `rhs`.
-unsafe fn gemm_into(
-    dst: *mut f32,
-    accumulate: bool,
-    lhs: Operand,
-    rhs: Operand,
-    [m, n, k]: [usize; 3],
-) {
-    assert!(m > 0 && n > 0 && k > 0);
-    assert!(
-        lhs.fits(m, k) && rhs.fits(k, n),
-        "matmul operands out of bounds"
-    );
-    // SAFETY: the asserts keep every element gemm reads inside `lhs` and `rhs`; the caller
-    // vouches for `dst`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// The convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
 /// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel.
 fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
@@ -388,15 +286,6 @@ fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Fle
     // block is written by `matmul_into`.
     let output = unsafe { written(g.batch * image_out, fill) };
     flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
-}
-
-/// Which gradients backward computes: those of the tracked parents only (a network's first
-/// convolution needs no input gradient, a frozen one no weight gradient).
-#[derive(Clone, Copy, Debug)]
-struct Wanted {
-    input: bool,
-    weight: bool,
-    bias: bool,
 }
 
 /// The gradients of the input, weight and bias (those `wanted`) from the output's gradient.

@@ -8,6 +8,8 @@
 
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
+pub(crate) mod gemm;
+pub(crate) mod linear;
 pub(crate) mod max_pool;
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
