@@ -11,19 +11,14 @@
 //! The batch is split into one run of images per thread, and each product runs on one thread,
 //! so no product is split across threads (small splits cost more in wake-ups than they save).
 
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::gemm::{Operand, Wanted, matmul, matmul_into};
-use super::{AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, values, written};
+use super::weighted::{self, WeightedOp};
+use super::{flex_tensor, written};
 
 /// Stride, dilation and padding of a convolution; the padding as `[[top, bottom], [left, right]]`.
 #[derive(Clone, Copy, Debug)]
@@ -45,33 +40,7 @@ pub(crate) fn conv2d(
     if bias.is_some_and(|bias| bias.dims()[0] != geometry.c_out) {
         return None;
     }
-    let bias = match bias {
-        Some(bias) => Some(on_flex(bias)?),
-        None => None,
-    };
-    match (on_flex(input)?, on_flex(weight)?, bias) {
-        (OnFlex::Plain(x), OnFlex::Plain(w), bias) => {
-            let bias = match bias {
-                None => None,
-                Some(OnFlex::Plain(bias)) => Some(contiguous(&bias)),
-                Some(OnFlex::Autodiff(_)) => return None,
-            };
-            let (x, w) = (contiguous(&x), contiguous(&w));
-            let output = forward(&geometry, values(&x), values(&w), bias.as_ref().map(values));
-            Some(Tensor::from_primitive::<Flex>(output))
-        }
-        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), None) => {
-            Some(Tensor::from_primitive::<AutodiffFlex>(tracked::<2>(
-                geometry,
-                [x, w],
-                None,
-            )))
-        }
-        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), Some(OnFlex::Autodiff(b))) => Some(
-            Tensor::from_primitive::<AutodiffFlex>(tracked::<3>(geometry, [x, w], Some(b))),
-        ),
-        _ => None,
-    }
+    weighted::apply(geometry, input, weight, bias)
 }
 
 /// The sizes of one convolution.
@@ -383,77 +352,19 @@ fn backward(
     ]
 }
 
-/// What backward needs: the geometry, and the contiguous input and weight.
-#[derive(Clone, Debug)]
-struct State {
-    geometry: Geometry,
-    input: FlexTensor,
-    weight: FlexTensor,
-}
-
-/// The backward step of a convolution with `N` parents: input, weight and, when `N == 3`, bias.
-#[derive(Debug)]
-struct Conv2dBackward<const N: usize>;
-
-impl<const N: usize> Backward<Flex, N> for Conv2dBackward<N> {
-    type State = State;
-
-    fn backward(self, ops: Ops<State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
-        let state = ops.state;
-        let wanted = Wanted {
-            input: ops.parents[0].is_some(),
-            weight: ops.parents[1].is_some(),
-            bias: N == 3 && ops.parents[2].is_some(),
-        };
-        let computed = backward(
-            &state.geometry,
-            values(&state.input),
-            values(&state.weight),
-            values(&grad),
-            wanted,
-        );
-        for (parent, grad) in ops.parents.into_iter().zip(computed) {
-            if let (Some(parent), Some(grad)) = (parent, grad) {
-                grads.register::<Flex>(parent.id, grad);
-            }
-        }
+impl WeightedOp for Geometry {
+    fn forward(&self, input: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
+        forward(self, input, weight, bias)
     }
-}
 
-/// The forward step on autodiff tensors, recording [`Conv2dBackward`] when any parent is
-/// tracked. `N` is 3 with a bias, 2 without.
-fn tracked<const N: usize>(
-    geometry: Geometry,
-    [x, w]: [FloatTensor<AutodiffFlex>; 2],
-    bias: Option<FloatTensor<AutodiffFlex>>,
-) -> FloatTensor<AutodiffFlex> {
-    let mut nodes = vec![x.node(), w.node()];
-    nodes.extend(bias.as_ref().map(|b| b.node()));
-    let nodes: [_; N] = nodes.try_into().expect("a node per parent");
-    let input = contiguous(x.primitive());
-    let weight = contiguous(w.primitive());
-    let bias = bias.map(|b| contiguous(b.primitive()));
-    let output = forward(
-        &geometry,
-        values(&input),
-        values(&weight),
-        bias.as_ref().map(values),
-    );
-    match Conv2dBackward::<N>
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            State {
-                geometry,
-                input,
-                weight,
-            },
-            output,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(output),
+    fn backward(
+        &self,
+        input: &[f32],
+        weight: &[f32],
+        grad: &[f32],
+        wanted: Wanted,
+    ) -> [Option<FlexTensor>; 3] {
+        backward(self, input, weight, grad, wanted)
     }
 }
 

@@ -9,19 +9,14 @@
 //!   so no partial sums are added up afterwards;
 //! - bias gradient: the column sums of `dy`.
 
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::gemm::{Operand, Wanted, matmul_into};
-use super::{AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, values, written};
+use super::weighted::{self, WeightedOp};
+use super::{flex_tensor, written};
 
 /// `input · weight + bias` for `[batch, d_in]` by `[d_in, d_out]`, or `None` where the tensors
 /// are not f32 on flex or the shapes do not fit (the caller then goes through burn).
@@ -36,33 +31,7 @@ pub(crate) fn linear(
         return None;
     }
     let sizes = Sizes { batch, d_in, d_out };
-    let bias = match bias {
-        Some(bias) => Some(on_flex(bias)?),
-        None => None,
-    };
-    match (on_flex(input)?, on_flex(weight)?, bias) {
-        (OnFlex::Plain(x), OnFlex::Plain(w), bias) => {
-            let bias = match bias {
-                None => None,
-                Some(OnFlex::Plain(bias)) => Some(contiguous(&bias)),
-                Some(OnFlex::Autodiff(_)) => return None,
-            };
-            let (x, w) = (contiguous(&x), contiguous(&w));
-            let output = forward(sizes, values(&x), values(&w), bias.as_ref().map(values));
-            Some(Tensor::from_primitive::<Flex>(output))
-        }
-        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), None) => {
-            Some(Tensor::from_primitive::<AutodiffFlex>(tracked::<2>(
-                sizes,
-                [x, w],
-                None,
-            )))
-        }
-        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), Some(OnFlex::Autodiff(b))) => Some(
-            Tensor::from_primitive::<AutodiffFlex>(tracked::<3>(sizes, [x, w], Some(b))),
-        ),
-        _ => None,
-    }
+    weighted::apply(sizes, input, weight, bias)
 }
 
 /// The sizes of one product.
@@ -177,76 +146,18 @@ fn backward(
     [input_grad, weight_grad, bias_grad]
 }
 
-/// What backward needs: the sizes, and the contiguous input and weight.
-#[derive(Clone, Debug)]
-struct State {
-    sizes: Sizes,
-    input: FlexTensor,
-    weight: FlexTensor,
-}
-
-/// The backward step of a linear layer with `N` parents: input, weight and, when `N == 3`, bias.
-#[derive(Debug)]
-struct LinearBackward<const N: usize>;
-
-impl<const N: usize> Backward<Flex, N> for LinearBackward<N> {
-    type State = State;
-
-    fn backward(self, ops: Ops<State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
-        let state = ops.state;
-        let wanted = Wanted {
-            input: ops.parents[0].is_some(),
-            weight: ops.parents[1].is_some(),
-            bias: N == 3 && ops.parents[2].is_some(),
-        };
-        let computed = backward(
-            state.sizes,
-            values(&state.input),
-            values(&state.weight),
-            values(&grad),
-            wanted,
-        );
-        for (parent, grad) in ops.parents.into_iter().zip(computed) {
-            if let (Some(parent), Some(grad)) = (parent, grad) {
-                grads.register::<Flex>(parent.id, grad);
-            }
-        }
+impl WeightedOp for Sizes {
+    fn forward(&self, input: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
+        forward(*self, input, weight, bias)
     }
-}
 
-/// The forward step on autodiff tensors, recording [`LinearBackward`] when any parent is
-/// tracked. `N` is 3 with a bias, 2 without.
-fn tracked<const N: usize>(
-    sizes: Sizes,
-    [x, w]: [FloatTensor<AutodiffFlex>; 2],
-    bias: Option<FloatTensor<AutodiffFlex>>,
-) -> FloatTensor<AutodiffFlex> {
-    let mut nodes = vec![x.node(), w.node()];
-    nodes.extend(bias.as_ref().map(|b| b.node()));
-    let nodes: [_; N] = nodes.try_into().expect("a node per parent");
-    let input = contiguous(x.primitive());
-    let weight = contiguous(w.primitive());
-    let bias = bias.map(|b| contiguous(b.primitive()));
-    let output = forward(
-        sizes,
-        values(&input),
-        values(&weight),
-        bias.as_ref().map(values),
-    );
-    match LinearBackward::<N>
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            State {
-                sizes,
-                input,
-                weight,
-            },
-            output,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(output),
+    fn backward(
+        &self,
+        input: &[f32],
+        weight: &[f32],
+        grad: &[f32],
+        wanted: Wanted,
+    ) -> [Option<FlexTensor>; 3] {
+        backward(*self, input, weight, grad, wanted)
     }
 }

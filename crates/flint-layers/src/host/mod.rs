@@ -11,6 +11,7 @@ pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod linear;
 pub(crate) mod max_pool;
+pub(crate) mod weighted;
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::flex::FlexTensor;
