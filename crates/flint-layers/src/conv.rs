@@ -56,22 +56,10 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> [usize; 2] {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::{close, values};
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Distribution, Tensor};
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn close(actual: &[f32], expected: &[f32]) -> bool {
-        let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        actual.len() == expected.len()
-            && actual
-                .iter()
-                .zip(expected)
-                .all(|(a, e)| (a - e).abs() <= 1e-5 * scale)
-    }
 
     /// flint's output and gradients equal `Conv2d::forward`'s for every padding mode, strides
     /// with odd and even sizes, and the grouped convolutions it hands to burn.

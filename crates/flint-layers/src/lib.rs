@@ -43,6 +43,8 @@ mod penalty;
 mod random;
 mod recalibrate;
 mod spatial_dropout;
+#[cfg(test)]
+mod test_util;
 
 pub use alpha_dropout::{AlphaDropout, AlphaDropoutConfig, SELU_ALPHA_PRIME};
 pub use batch_norm::{BatchNorm, BatchNormConfig};

@@ -35,22 +35,10 @@ pub fn linear<const D: usize>(linear: &Linear, input: Tensor<D>) -> Tensor<D> {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::{close, values};
     use burn::nn::{LinearConfig, LinearLayout};
     use burn::tensor::{Device, Distribution, Tensor};
     use proptest::prelude::*;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn close(actual: &[f32], expected: &[f32]) -> bool {
-        let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        actual.len() == expected.len()
-            && actual
-                .iter()
-                .zip(expected)
-                .all(|(a, e)| (a - e).abs() <= 1e-5 * scale)
-    }
 
     /// Output and gradients (input, weight, bias; empty where not tracked) of flint's and burn's.
     fn both(

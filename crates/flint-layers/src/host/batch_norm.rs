@@ -296,13 +296,10 @@ fn gradients(state: &State, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexT
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::values;
     use burn::tensor::module::batch_norm_train;
     use burn::tensor::{Device, Distribution, Tensor};
     use proptest::prelude::*;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     fn assert_close(name: &str, ours: &[f32], burn: &[f32]) {
         assert_eq!(ours.len(), burn.len(), "{name}: lengths");

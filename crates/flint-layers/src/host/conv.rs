@@ -370,27 +370,13 @@ impl WeightedOp for Geometry {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::{relative_error, values};
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions as BurnOptions;
     use burn::tensor::{Device, Distribution, Tensor};
     use proptest::prelude::*;
 
     use super::ConvOptions;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    /// Largest difference relative to the largest magnitude of `expected`.
-    fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-        assert_eq!(actual.len(), expected.len());
-        let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        let diff = actual
-            .iter()
-            .zip(expected)
-            .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-        diff / scale
-    }
 
     /// What one case runs: shapes, options, and which tensors carry gradients.
     #[derive(Clone, Copy, Debug)]

@@ -208,14 +208,11 @@ fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::values;
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
     use burn::tensor::{Device, Distribution, Tensor};
     use proptest::prelude::*;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     /// Output and input gradient of flint's pooling and of burn's on the same input.
     fn both(dims: [usize; 4], kernel: [usize; 2], seed: u64) -> [(Vec<f32>, Vec<f32>); 2] {
