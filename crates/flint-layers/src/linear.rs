@@ -40,15 +40,16 @@ mod tests {
     use burn::tensor::{Device, Distribution, Tensor};
     use proptest::prelude::*;
 
-    /// Output and gradients (input, weight, bias; empty where not tracked) of flint's and burn's.
-    fn both(
+    /// Checks flint's output and gradients (input, weight, bias; empty where not tracked)
+    /// against burn's.
+    fn assert_matches(
         dims: &[usize],
         d_out: usize,
         bias: bool,
         layout: LinearLayout,
         tracked: [bool; 2],
         seed: u64,
-    ) -> [[Vec<f32>; 4]; 2] {
+    ) {
         let device = Device::flex().autodiff();
         // Every random tensor drawn at once: other tests draw from burn's generator too.
         device.seed(seed);
@@ -83,18 +84,7 @@ mod tests {
                 grad(layer.bias.as_ref().and_then(|b| b.grad(&grads)).map(values)),
             ]
         };
-        [run(true), run(false)]
-    }
-
-    fn assert_matches(
-        dims: &[usize],
-        d_out: usize,
-        bias: bool,
-        layout: LinearLayout,
-        tracked: [bool; 2],
-        seed: u64,
-    ) {
-        let [flint, burn] = both(dims, d_out, bias, layout, tracked, seed);
+        let [flint, burn] = [run(true), run(false)];
         for (name, (ours, theirs)) in ["output", "input grad", "weight grad", "bias grad"]
             .iter()
             .zip(flint.iter().zip(&burn))

@@ -217,154 +217,141 @@ fn fold(g: &Geometry, cols: &[f32], image: &mut [f32]) {
     }
 }
 
-/// The convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
-/// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel.
-fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
-    let (patch, positions) = (g.patch(), g.positions());
-    let (image_in, image_out) = (g.image_in(), g.image_out());
-    let per_task = g.images_per_task();
-    let fill = |output: &mut [MaybeUninit<f32>]| {
-        output
-            .par_chunks_mut(per_task * image_out)
-            .enumerate()
-            .for_each(|(task, output)| {
-                let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { patch * positions }];
-                for (i, out) in output.chunks_exact_mut(image_out).enumerate() {
-                    let image = &x[(task * per_task + i) * image_in..][..image_in];
-                    let cols: &[f32] = if g.pointwise() {
-                        image
-                    } else {
-                        unfold(g, image, &mut cols);
-                        &cols
-                    };
-                    let out = matmul_into(
-                        out,
-                        Operand::rows(weight, patch),
-                        Operand::rows(cols, positions),
-                        [g.c_out, positions, patch],
-                    );
-                    if let Some(bias) = bias {
-                        for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
-                            row.iter_mut().for_each(|v| *v += b);
+impl WeightedOp for Geometry {
+    /// The convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
+    /// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel.
+    fn forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
+        let g = self;
+        let (patch, positions) = (g.patch(), g.positions());
+        let (image_in, image_out) = (g.image_in(), g.image_out());
+        let per_task = g.images_per_task();
+        let fill = |output: &mut [MaybeUninit<f32>]| {
+            output
+                .par_chunks_mut(per_task * image_out)
+                .enumerate()
+                .for_each(|(task, output)| {
+                    let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { patch * positions }];
+                    for (i, out) in output.chunks_exact_mut(image_out).enumerate() {
+                        let image = &x[(task * per_task + i) * image_in..][..image_in];
+                        let cols: &[f32] = if g.pointwise() {
+                            image
+                        } else {
+                            unfold(g, image, &mut cols);
+                            &cols
+                        };
+                        let out = matmul_into(
+                            out,
+                            Operand::rows(weight, patch),
+                            Operand::rows(cols, positions),
+                            [g.c_out, positions, patch],
+                        );
+                        if let Some(bias) = bias {
+                            for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
+                                row.iter_mut().for_each(|v| *v += b);
+                            }
                         }
                     }
-                }
-            })
-    };
-    // SAFETY: the tasks' runs of images cover the output, and each image's `[c_out, positions]`
-    // block is written by `matmul_into`.
-    let output = unsafe { written(g.batch * image_out, fill) };
-    flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
-}
-
-/// The gradients of the input, weight and bias (those `wanted`) from the output's gradient.
-fn backward(
-    g: &Geometry,
-    x: &[f32],
-    weight: &[f32],
-    grad: &[f32],
-    wanted: Wanted,
-) -> [Option<FlexTensor>; 3] {
-    let (patch, positions) = (g.patch(), g.positions());
-    let (image_in, image_out) = (g.image_in(), g.image_out());
-    let per_task = g.images_per_task();
-    let mut input_grad = vec![0.0f32; if wanted.input { g.batch * image_in } else { 0 }];
-    let tasks = g.batch.div_ceil(per_task);
-    let slots: Vec<Option<&mut [f32]>> = if wanted.input {
-        input_grad
-            .chunks_mut(per_task * image_in)
-            .map(Some)
-            .collect()
-    } else {
-        (0..tasks).map(|_| None).collect()
-    };
-    let sums: Vec<(Vec<f32>, Vec<f64>)> = slots
-        .into_par_iter()
-        .enumerate()
-        .map(|(task, mut input_grad)| {
-            let first = task * per_task;
-            let images = per_task.min(g.batch - first);
-            let unfolded = !g.pointwise() && (wanted.weight || wanted.input);
-            let mut cols = vec![0.0f32; if unfolded { patch * positions } else { 0 }];
-            let mut weight_grad = vec![0.0f32; if wanted.weight { g.c_out * patch } else { 0 }];
-            let mut bias_grad = vec![0.0f64; if wanted.bias { g.c_out } else { 0 }];
-            for i in 0..images {
-                let image = &x[(first + i) * image_in..][..image_in];
-                let grad = &grad[(first + i) * image_out..][..image_out];
-                if wanted.weight {
-                    let cols: &[f32] = if g.pointwise() {
-                        image
-                    } else {
-                        unfold(g, image, &mut cols);
-                        &cols
-                    };
-                    matmul(
-                        &mut weight_grad,
-                        i > 0,
-                        Operand::rows(grad, positions),
-                        Operand::transposed(cols, positions),
-                        [g.c_out, patch, positions],
-                    );
-                }
-                if let Some(input_grad) = input_grad.as_deref_mut() {
-                    let image_grad = &mut input_grad[i * image_in..][..image_in];
-                    let dst = if g.pointwise() {
-                        image_grad
-                    } else {
-                        &mut cols[..]
-                    };
-                    matmul(
-                        dst,
-                        false,
-                        Operand::transposed(weight, patch),
-                        Operand::rows(grad, positions),
-                        [patch, positions, g.c_out],
-                    );
-                    if !g.pointwise() {
-                        fold(g, &cols, &mut input_grad[i * image_in..][..image_in]);
-                    }
-                }
-                for (sum, row) in bias_grad.iter_mut().zip(grad.chunks_exact(positions)) {
-                    *sum += row.iter().sum::<f32>() as f64;
-                }
-            }
-            (weight_grad, bias_grad)
-        })
-        .collect();
-    let mut sums = sums.into_iter();
-    let (mut weight_grad, mut bias_grad) = sums.next().expect("a batch has a first image");
-    for (w, b) in sums {
-        weight_grad.iter_mut().zip(w).for_each(|(sum, v)| *sum += v);
-        bias_grad.iter_mut().zip(b).for_each(|(sum, v)| *sum += v);
-    }
-    let [kh, kw] = g.kernel;
-    [
-        wanted
-            .input
-            .then(|| flex_tensor(input_grad, &[g.batch, g.c_in, g.height, g.width])),
-        wanted
-            .weight
-            .then(|| flex_tensor(weight_grad, &[g.c_out, g.c_in, kh, kw])),
-        wanted.bias.then(|| {
-            let bias_grad = bias_grad.into_iter().map(|v| v as f32).collect();
-            flex_tensor(bias_grad, &[g.c_out])
-        }),
-    ]
-}
-
-impl WeightedOp for Geometry {
-    fn forward(&self, input: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
-        forward(self, input, weight, bias)
+                })
+        };
+        // SAFETY: the tasks' runs of images cover the output, and each image's `[c_out, positions]`
+        // block is written by `matmul_into`.
+        let output = unsafe { written(g.batch * image_out, fill) };
+        flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
     }
 
     fn backward(
         &self,
-        input: &[f32],
+        x: &[f32],
         weight: &[f32],
         grad: &[f32],
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {
-        backward(self, input, weight, grad, wanted)
+        let g = self;
+        let (patch, positions) = (g.patch(), g.positions());
+        let (image_in, image_out) = (g.image_in(), g.image_out());
+        let per_task = g.images_per_task();
+        let mut input_grad = vec![0.0f32; if wanted.input { g.batch * image_in } else { 0 }];
+        let tasks = g.batch.div_ceil(per_task);
+        let slots: Vec<Option<&mut [f32]>> = if wanted.input {
+            input_grad
+                .chunks_mut(per_task * image_in)
+                .map(Some)
+                .collect()
+        } else {
+            (0..tasks).map(|_| None).collect()
+        };
+        let sums: Vec<(Vec<f32>, Vec<f64>)> = slots
+            .into_par_iter()
+            .enumerate()
+            .map(|(task, mut input_grad)| {
+                let first = task * per_task;
+                let images = per_task.min(g.batch - first);
+                let unfolded = !g.pointwise() && (wanted.weight || wanted.input);
+                let mut cols = vec![0.0f32; if unfolded { patch * positions } else { 0 }];
+                let mut weight_grad = vec![0.0f32; if wanted.weight { g.c_out * patch } else { 0 }];
+                let mut bias_grad = vec![0.0f64; if wanted.bias { g.c_out } else { 0 }];
+                for i in 0..images {
+                    let image = &x[(first + i) * image_in..][..image_in];
+                    let grad = &grad[(first + i) * image_out..][..image_out];
+                    if wanted.weight {
+                        let cols: &[f32] = if g.pointwise() {
+                            image
+                        } else {
+                            unfold(g, image, &mut cols);
+                            &cols
+                        };
+                        matmul(
+                            &mut weight_grad,
+                            i > 0,
+                            Operand::rows(grad, positions),
+                            Operand::transposed(cols, positions),
+                            [g.c_out, patch, positions],
+                        );
+                    }
+                    if let Some(input_grad) = input_grad.as_deref_mut() {
+                        let image_grad = &mut input_grad[i * image_in..][..image_in];
+                        let dst = if g.pointwise() {
+                            image_grad
+                        } else {
+                            &mut cols[..]
+                        };
+                        matmul(
+                            dst,
+                            false,
+                            Operand::transposed(weight, patch),
+                            Operand::rows(grad, positions),
+                            [patch, positions, g.c_out],
+                        );
+                        if !g.pointwise() {
+                            fold(g, &cols, &mut input_grad[i * image_in..][..image_in]);
+                        }
+                    }
+                    for (sum, row) in bias_grad.iter_mut().zip(grad.chunks_exact(positions)) {
+                        *sum += row.iter().sum::<f32>() as f64;
+                    }
+                }
+                (weight_grad, bias_grad)
+            })
+            .collect();
+        let mut sums = sums.into_iter();
+        let (mut weight_grad, mut bias_grad) = sums.next().expect("a batch has a first image");
+        for (w, b) in sums {
+            weight_grad.iter_mut().zip(w).for_each(|(sum, v)| *sum += v);
+            bias_grad.iter_mut().zip(b).for_each(|(sum, v)| *sum += v);
+        }
+        let [kh, kw] = g.kernel;
+        [
+            wanted
+                .input
+                .then(|| flex_tensor(input_grad, &[g.batch, g.c_in, g.height, g.width])),
+            wanted
+                .weight
+                .then(|| flex_tensor(weight_grad, &[g.c_out, g.c_in, kh, kw])),
+            wanted.bias.then(|| {
+                let bias_grad = bias_grad.into_iter().map(|v| v as f32).collect();
+                flex_tensor(bias_grad, &[g.c_out])
+            }),
+        ]
     }
 }
 
