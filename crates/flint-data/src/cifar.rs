@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::error::{DataError, Result};
+use crate::files::read_regular;
 use crate::image_set::ImageSet;
 use crate::locate::{DataFile, DatasetSpec, Locator, Source};
 use crate::mnist::Split;
@@ -26,6 +27,9 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// Bytes of one official batch file.
+const BATCH_LEN: u64 = (BATCH_RECORDS * RECORD_LEN) as u64;
+
 const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",
     "data_batch_2.bin",
@@ -43,32 +47,40 @@ pub const CIFAR10: DatasetSpec = DatasetSpec {
         DataFile {
             name: "data_batch_1.bin",
             sha256: "",
+            size: BATCH_LEN,
         },
         DataFile {
             name: "data_batch_2.bin",
             sha256: "",
+            size: BATCH_LEN,
         },
         DataFile {
             name: "data_batch_3.bin",
             sha256: "",
+            size: BATCH_LEN,
         },
         DataFile {
             name: "data_batch_4.bin",
             sha256: "",
+            size: BATCH_LEN,
         },
         DataFile {
             name: "data_batch_5.bin",
             sha256: "",
+            size: BATCH_LEN,
         },
         DataFile {
             name: "test_batch.bin",
             sha256: "",
+            size: BATCH_LEN,
         },
     ],
     subfolders: &[],
     source: Source::TarGz {
         urls: &["https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"],
         sha256: "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+        // The archive is about 163 MiB; a server sending more than this is refused mid-stream.
+        max_bytes: 200 << 20,
         folder: "cifar-10-batches-bin",
     },
     hint: "Get it with `cargo xtask data fetch cifar-10` (170 MB), or unpack \
@@ -76,9 +88,16 @@ pub const CIFAR10: DatasetSpec = DatasetSpec {
            ./data/cifar-10-batches-bin/ or $FLINT_DATA/cifar-10-batches-bin/.",
 };
 
+/// Records in one official batch file.
+pub const BATCH_RECORDS: usize = 10_000;
+
+/// The largest batch file read: ten times an official one (a regular file only; a pipe or a
+/// device is refused before reading).
+pub const MAX_BATCH_BYTES: u64 = (10 * BATCH_RECORDS * RECORD_LEN) as u64;
+
 /// Reads one binary batch file: `(pixels, labels)`, pixels in `[N, 3, 32, 32]` order.
 pub fn read_cifar_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = read_regular(path, MAX_BATCH_BYTES)?;
     parse_cifar_batch(&bytes, path)
 }
 

@@ -5,10 +5,13 @@
 //! (type `0x08`); the reader insists on the exact length the header declares, so a truncated
 //! download or a stray trailing byte is an error, never silently shorter data.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use flate2::read::MultiGzDecoder;
+
 use crate::error::{DataError, Result};
+use crate::files::open_regular;
 
 /// The element type code of unsigned bytes, the only one MNIST-style data sets use.
 const UNSIGNED_BYTE: u8 = 0x08;
@@ -24,31 +27,217 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
+/// The most a deflate stream can expand: 1032 output bytes per input byte (zlib's documented
+/// limit). A gzip file's header claiming more than this allows is refused before inflating.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+/// How much unexpected data after an IDX array is inflated to count it before giving up.
+const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
+
+fn is_gzip(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+}
+
 /// Reads a whole file, transparently decompressing gzip (detected by its magic bytes, not the
 /// file name, so a `.gz` that was already unpacked by a browser still works).
-pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                DataError::format(path, format!("gzip stream is truncated or corrupt ({e})"))
-            })?;
-        Ok(out)
+///
+/// At most `max_len` bytes are produced: a file, or a gzip stream, holding more is refused as
+/// soon as the limit is passed, so a small "gzip bomb" cannot fill memory.
+pub fn read_maybe_gzip(path: &Path, max_len: u64) -> Result<Vec<u8>> {
+    let (file, size) = open_regular(path)?;
+    let mut reader = BufReader::new(file.take(size));
+    let head = reader.fill_buf().map_err(|e| DataError::io(path, e))?;
+    if !is_gzip(head) {
+        if size > max_len {
+            return Err(too_long(path, max_len, "is"));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| DataError::io(path, e))?;
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    MultiGzDecoder::new(reader)
+        .take(max_len.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| gzip_error(path, e))?;
+    if out.len() as u64 > max_len {
+        return Err(too_long(path, max_len, "decompresses to"));
+    }
+    Ok(out)
+}
+
+fn too_long(path: &Path, max_len: u64, verb: &str) -> DataError {
+    DataError::format(
+        path,
+        format!("file {verb} more than the {max_len} bytes expected"),
+    )
+}
+
+fn gzip_error(path: &Path, e: std::io::Error) -> DataError {
+    DataError::format(path, format!("gzip stream is truncated or corrupt ({e})"))
+}
+
+/// Hex SHA-256 of a file's content, decompressed if it is gzip, streamed (constant memory).
+/// Returns `None` when the content is longer than `max_len` bytes (it cannot be the expected
+/// file); inflation stops there, so a gzip bomb costs no more than `max_len` bytes of work.
+pub fn sha256_maybe_gzip(path: &Path, max_len: u64) -> Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let (file, size) = open_regular(path)?;
+    let mut reader = BufReader::new(file.take(size));
+    let gz = is_gzip(reader.fill_buf().map_err(|e| DataError::io(path, e))?);
+    let mut content: Box<dyn Read> = if gz {
+        Box::new(MultiGzDecoder::new(reader))
     } else {
-        Ok(raw)
+        Box::new(reader)
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = content.read(&mut buf).map_err(|e| {
+            if gz {
+                gzip_error(path, e)
+            } else {
+                DataError::io(path, e)
+            }
+        })?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > max_len {
+            return Ok(None);
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Some(
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    ))
+}
+
+/// Reads and validates an IDX file (gzip or raw), streamed: the header is read first, then
+/// exactly the number of bytes it declares, then one more read checks that nothing follows.
+///
+/// Memory is bounded by what the file can hold: a raw file's header must match its size before
+/// anything is allocated, and a gzip file's header may not declare more than deflate can expand
+/// the file to (1032:1); the data is allocated as it arrives, so a header claiming gigabytes in
+/// a short stream fails at the stream's end, not at the allocation.
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let (file, size) = open_regular(path)?;
+    let mut reader = BufReader::new(file.take(size));
+    if is_gzip(reader.fill_buf().map_err(|e| DataError::io(path, e))?) {
+        let limit = size.saturating_mul(DEFLATE_MAX_RATIO);
+        read_idx_stream(
+            MultiGzDecoder::new(reader),
+            path,
+            Stream::Gzip { size, limit },
+        )
+    } else {
+        read_idx_stream(reader, path, Stream::Raw { size })
     }
 }
 
-/// Reads and validates an IDX file (gzip or raw).
-pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let bytes = read_maybe_gzip(path)?;
-    parse_idx(&bytes, path)
+/// What is known about a stream's length before reading it.
+#[derive(Clone, Copy)]
+enum Stream {
+    /// An uncompressed file of `size` bytes.
+    Raw { size: u64 },
+    /// A gzip file of `size` bytes, which can inflate to at most `limit` bytes.
+    Gzip { size: u64, limit: u64 },
+}
+
+fn read_idx_stream(mut reader: impl Read, path: &Path, stream: Stream) -> Result<IdxArray> {
+    let read_error = |e: std::io::Error| match stream {
+        Stream::Gzip { .. } => gzip_error(path, e),
+        Stream::Raw { .. } => DataError::io(path, e),
+    };
+    let mut head = Vec::with_capacity(4 + 4 * MAX_DIMS);
+    (&mut reader)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(read_error)?;
+    let ndims = check_magic(&head, path)?;
+    let header_len = 4 + 4 * ndims;
+    (&mut reader)
+        .take((header_len - 4) as u64)
+        .read_to_end(&mut head)
+        .map_err(read_error)?;
+    let (dims, expected) = check_dims(&head, ndims, path)?;
+    match stream {
+        Stream::Raw { size } => {
+            let actual = (size - header_len as u64) as usize;
+            check_data_len(&dims, header_len, expected, actual, path)?;
+        }
+        Stream::Gzip { size, limit } => {
+            if expected as u64 > limit {
+                return Err(DataError::format(
+                    path,
+                    format!(
+                        "file is truncated or corrupt: dimensions {} need {expected} data bytes, more than a {size}-byte gzip file can hold (deflate expands at most {DEFLATE_MAX_RATIO}:1)",
+                        show_dims(&dims)
+                    ),
+                ));
+            }
+        }
+    }
+    // A raw file's data is allocated once (its size is known to be right); a gzip stream's as
+    // it arrives (doubling), not up front from the header's claim.
+    let mut data = Vec::with_capacity(match stream {
+        Stream::Raw { .. } => expected,
+        Stream::Gzip { .. } => expected.min(1 << 16),
+    });
+    (&mut reader)
+        .take(expected as u64)
+        .read_to_end(&mut data)
+        .map_err(read_error)?;
+    if data.len() < expected {
+        check_data_len(&dims, header_len, expected, data.len(), path)?;
+    }
+    let trailing = std::io::copy(
+        &mut (&mut reader).take(TRAILING_COUNT_LIMIT + 1),
+        &mut std::io::sink(),
+    )
+    .map_err(read_error)?;
+    if trailing > TRAILING_COUNT_LIMIT {
+        return Err(DataError::format(
+            path,
+            format!(
+                "file has more than {TRAILING_COUNT_LIMIT} unexpected bytes after the {expected} data bytes its header declares ({}); not read further",
+                show_dims(&dims)
+            ),
+        ));
+    }
+    if trailing > 0 {
+        check_data_len(
+            &dims,
+            header_len,
+            expected,
+            expected + trailing as usize,
+            path,
+        )?;
+    }
+    Ok(IdxArray { dims, data })
 }
 
 /// Validates and decodes IDX bytes; `path` is only used in error messages.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+    let ndims = check_magic(bytes, path)?;
+    let header_len = 4 + 4 * ndims;
+    let (dims, expected) = check_dims(&bytes[..header_len.min(bytes.len())], ndims, path)?;
+    check_data_len(&dims, header_len, expected, bytes.len() - header_len, path)?;
+    Ok(IdxArray {
+        dims,
+        data: bytes[header_len..].to_vec(),
+    })
+}
+
+/// Checks the first four bytes (magic, element type, dimension count); returns the count.
+fn check_magic(bytes: &[u8], path: &Path) -> Result<usize> {
     if bytes.len() < 4 {
         return Err(DataError::format(
             path,
@@ -84,17 +273,23 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
             format!("IDX header declares {ndims} dimensions; expected 1 to {MAX_DIMS}"),
         ));
     }
+    Ok(ndims)
+}
+
+/// Decodes the dimensions of a header (`header` holds what could be read of it); returns them
+/// and the number of data bytes they need.
+fn check_dims(header: &[u8], ndims: usize, path: &Path) -> Result<(Vec<usize>, usize)> {
     let header_len = 4 + 4 * ndims;
-    if bytes.len() < header_len {
+    if header.len() < header_len {
         return Err(DataError::format(
             path,
             format!(
                 "file is truncated: the header declares {ndims} dimensions ({header_len} bytes) but the file has {} bytes",
-                bytes.len()
+                header.len()
             ),
         ));
     }
-    let dims: Vec<usize> = bytes[4..header_len]
+    let dims: Vec<usize> = header[4..header_len]
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
@@ -104,13 +299,23 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         .ok_or_else(|| {
             DataError::format(path, format!("dimensions {} overflow", show_dims(&dims)))
         })?;
-    let actual = bytes.len() - header_len;
+    Ok((dims, expected))
+}
+
+/// Compares the data bytes found after the header with the number the header declares.
+fn check_data_len(
+    dims: &[usize],
+    header_len: usize,
+    expected: usize,
+    actual: usize,
+    path: &Path,
+) -> Result<()> {
     if actual < expected {
         return Err(DataError::format(
             path,
             format!(
                 "file is truncated: dimensions {} need {expected} data bytes after the {header_len}-byte header, found {actual}",
-                show_dims(&dims)
+                show_dims(dims)
             ),
         ));
     }
@@ -120,14 +325,11 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
             format!(
                 "file has {} unexpected bytes after the {expected} data bytes its header declares ({})",
                 actual - expected,
-                show_dims(&dims)
+                show_dims(dims)
             ),
         ));
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header_len..].to_vec(),
-    })
+    Ok(())
 }
 
 /// Images of an IDX file: `(count, rows, cols, pixels)`.
@@ -348,6 +550,123 @@ mod tests {
         let msg = read_idx(&cut).unwrap_err().to_string();
         assert!(
             msg.contains("cut.gz: gzip stream is truncated or corrupt"),
+            "{msg}"
+        );
+    }
+
+    fn gzip(parts: &[&[u8]]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for part in parts {
+            gz.write_all(part).unwrap();
+        }
+        gz.finish().unwrap()
+    }
+
+    /// Case 7 of issue #18: a 2 MB gzip bomb inflated to 3-4 GB before being refused, as
+    /// "truncated or corrupt (out of memory)". Now inflation stops one MiB past the data the
+    /// header declares, and the message says what is wrong.
+    #[test]
+    fn gzip_bomb_stops_after_the_declared_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&encode_idx(&[2], &[1, 2])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..16 {
+            gz.write_all(&zeros).unwrap(); // 16 MiB of zeros, 16 kB compressed
+        }
+        let bomb = dir.path().join("bomb.gz");
+        std::fs::write(&bomb, gz.finish().unwrap()).unwrap();
+        let msg = read_idx(&bomb).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{}: file has more than 1048576 unexpected bytes after the 2 data bytes its header declares (2); not read further",
+                bomb.display()
+            )
+        );
+        let msg = read_maybe_gzip(&bomb, 1000).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("bomb.gz: file decompresses to more than the 1000 bytes expected"),
+            "{msg}"
+        );
+        assert_eq!(sha256_maybe_gzip(&bomb, 1000).unwrap(), None);
+
+        // A few trailing bytes are counted exactly, as for a raw file.
+        let small = dir.path().join("small.gz");
+        std::fs::write(&small, gzip(&[&encode_idx(&[2], &[1, 2]), &[9; 3]])).unwrap();
+        let msg = read_idx(&small).unwrap_err().to_string();
+        assert!(
+            msg.ends_with(
+                "file has 3 unexpected bytes after the 2 data bytes its header declares (2)"
+            ),
+            "{msg}"
+        );
+    }
+
+    /// A header claiming 4e9 images in a short file is refused before anything is allocated.
+    #[test]
+    fn huge_claims_in_short_files_are_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = encode_idx(&[1, 28, 28], &[0; 784]);
+        bytes[4..8].copy_from_slice(&4_000_000_000u32.to_be_bytes());
+        let raw = dir.path().join("raw-idx3");
+        std::fs::write(&raw, &bytes).unwrap();
+        let msg = read_idx(&raw).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("file is truncated: dimensions 4000000000 x 28 x 28 need 3136000000000 data bytes after the 16-byte header, found 784"),
+            "{msg}"
+        );
+        let gz = dir.path().join("claim.gz");
+        let compressed = gzip(&[&bytes]);
+        std::fs::write(&gz, &compressed).unwrap();
+        let msg = read_idx(&gz).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{}: file is truncated or corrupt: dimensions 4000000000 x 28 x 28 need 3136000000000 data bytes, more than a {}-byte gzip file can hold (deflate expands at most 1032:1)",
+                gz.display(),
+                compressed.len()
+            )
+        );
+        // A claim within deflate's reach but beyond the stream: truncated, found what was there.
+        bytes[4..8].copy_from_slice(&2u32.to_be_bytes());
+        std::fs::write(&gz, gzip(&[&bytes])).unwrap();
+        let msg = read_idx(&gz).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("file is truncated: dimensions 2 x 28 x 28 need 1568 data bytes after the 16-byte header, found 784"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn streamed_reading_matches_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = encode_idx(&[3, 2, 2], &(0..12).collect::<Vec<u8>>());
+        let raw = dir.path().join("raw");
+        std::fs::write(&raw, &bytes).unwrap();
+        let gz = dir.path().join("gz");
+        std::fs::write(&gz, gzip(&[&bytes])).unwrap();
+        let parsed = parse_idx(&bytes, &raw).unwrap();
+        assert_eq!(read_idx(&raw).unwrap(), parsed);
+        assert_eq!(read_idx(&gz).unwrap(), parsed);
+        assert_eq!(read_maybe_gzip(&gz, 28).unwrap(), bytes);
+        assert_eq!(read_maybe_gzip(&raw, 28).unwrap(), bytes);
+        assert!(read_maybe_gzip(&raw, 27).is_err());
+        let sha = crate::download::sha256_hex(&bytes);
+        assert_eq!(sha256_maybe_gzip(&gz, 28).unwrap(), Some(sha.clone()));
+        assert_eq!(sha256_maybe_gzip(&raw, 28).unwrap(), Some(sha));
+        assert_eq!(sha256_maybe_gzip(&raw, 27).unwrap(), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_device_is_refused_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("train-images-idx3-ubyte");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let msg = read_idx(&link).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("a character device, not a regular file: flint reads only regular files"),
             "{msg}"
         );
     }

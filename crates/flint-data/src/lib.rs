@@ -5,6 +5,9 @@
 //!   cache, then a verified download) and validated byte by byte.
 //! - [`ImageFolder`]: one sub-folder per class, decoded on access with torchvision's transforms
 //!   ([`ImageTransform`], [`Normalize`]).
+//!
+//! Every file is read as a regular file, bounded by its size ([`files`]); compressed data is
+//! inflated no further than its header says it holds, and downloads are streamed and capped.
 //! - [`train_val_split`], [`filter_classes`], [`few_shot`], [`random_subset`]: seeded,
 //!   deterministic subsets of either kind of data set.
 //! - [`ImageBatcher`] / [`TensorBatcher`] and [`loader`]: burn batchers producing
@@ -22,6 +25,7 @@ pub mod catalog;
 pub mod cifar;
 pub mod download;
 pub mod error;
+pub mod files;
 pub mod idx;
 pub mod image_folder;
 pub mod image_set;

@@ -14,9 +14,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::download::{check_sha256, fetch_bytes, fetch_to_file, sha256_file, sha256_hex};
+use crate::download::{
+    check_sha256, fetch_to_file_limited, fetch_to_temp, sha256_file, temp_sibling,
+};
 use crate::error::{DataError, Result, Tried};
-use crate::idx::read_maybe_gzip;
+use crate::idx::sha256_maybe_gzip;
 
 /// One file of a data set, with the SHA-256 of its decompressed content.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +27,8 @@ pub struct DataFile {
     pub name: &'static str,
     /// SHA-256 of the decompressed bytes (gzip wrappers differ between mirrors; content doesn't).
     pub sha256: &'static str,
+    /// Length of the decompressed bytes: a download or a check inflates no more than this.
+    pub size: u64,
 }
 
 /// How a data set is downloaded.
@@ -37,6 +41,8 @@ pub enum Source {
         urls: &'static [&'static str],
         sha256: &'static str,
         folder: &'static str,
+        /// The most bytes the archive may have; a larger download is stopped.
+        max_bytes: u64,
     },
     /// No verified download: the user fetches it by hand from `url` (see the spec's hint).
     Manual { url: &'static str },
@@ -114,7 +120,8 @@ impl Located {
         &self.files[i]
     }
 
-    /// Checks each file's decompressed content against the official SHA-256.
+    /// Checks each file's decompressed content against the official SHA-256, streamed: a file
+    /// is inflated no further than its official size, so a gzip bomb is cut off there.
     /// Returns the names of the files that differ (empty when all match).
     pub fn verify(&self, spec: &DatasetSpec) -> Result<Vec<String>> {
         let mut differ = Vec::new();
@@ -122,8 +129,9 @@ impl Located {
             if file.sha256.is_empty() {
                 continue; // no published checksum for this file
             }
-            let bytes = read_maybe_gzip(path)?;
-            if !sha256_hex(&bytes).eq_ignore_ascii_case(file.sha256) {
+            let matches = sha256_maybe_gzip(path, file.size)?
+                .is_some_and(|sha| sha.eq_ignore_ascii_case(file.sha256));
+            if !matches {
                 differ.push(file.name.to_string());
             }
         }
@@ -381,11 +389,12 @@ pub fn download(spec: &DatasetSpec, dir: &Path) -> Result<Located> {
             urls,
             sha256,
             folder,
+            max_bytes,
         } => {
             let archive = dir.join(format!("{}.tar.gz", spec.name));
             let mut last = None;
             for url in urls {
-                match fetch_to_file(url, &archive, sha256) {
+                match fetch_to_file_limited(url, &archive, sha256, max_bytes) {
                     Ok(()) => {
                         last = None;
                         break;
@@ -412,18 +421,37 @@ pub fn download(spec: &DatasetSpec, dir: &Path) -> Result<Located> {
     }
 }
 
+/// Downloads `<mirror><name>.gz` from the first mirror that serves it, streamed to a temporary
+/// file (at most a little more than the file's official size: gzip never grows data by more than
+/// a few bytes per 16 KiB block), then inflates it streamed, at most the official size, checking
+/// the SHA-256 of the content, and only then gives it its name.
 fn download_gz(mirrors: &[&str], file: &DataFile, dest: &Path) -> Result<()> {
+    let max_gz = file.size + file.size / 100 + 1024;
+    let tmp = temp_sibling(dest);
     let mut errors = Vec::new();
     for mirror in mirrors {
         let url = format!("{mirror}{}.gz", file.name);
-        let attempt = fetch_bytes(&url).and_then(|gz| {
-            let content = decompress(&gz, &url)?;
-            check_sha256(&url, file.sha256, &sha256_hex(&content))?;
-            crate::download::write_atomic(dest, &gz)
+        let attempt = fetch_to_temp(&url, &tmp, max_gz).and_then(|_| {
+            let content = sha256_maybe_gzip(&tmp, file.size).map_err(|e| DataError::Download {
+                url: url.clone(),
+                reason: format!("not a valid gzip file ({e})"),
+            })?;
+            let content = content.ok_or_else(|| DataError::Download {
+                url: url.clone(),
+                reason: format!(
+                    "decompresses to more than the {} bytes of {}",
+                    file.size, file.name
+                ),
+            })?;
+            check_sha256(&url, file.sha256, &content)?;
+            std::fs::rename(&tmp, dest).map_err(|e| DataError::io(dest, e))
         });
         match attempt {
             Ok(()) => return Ok(()),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                errors.push(e.to_string());
+            }
         }
     }
     Err(DataError::Download {
@@ -432,22 +460,12 @@ fn download_gz(mirrors: &[&str], file: &DataFile, dest: &Path) -> Result<()> {
     })
 }
 
-fn decompress(gz: &[u8], url: &str) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(gz)
-        .read_to_end(&mut out)
-        .map_err(|e| DataError::Download {
-            url: url.to_string(),
-            reason: format!("not a valid gzip file ({e})"),
-        })?;
-    Ok(out)
-}
-
 /// Extracts the regular files under `folder/` of a `.tar.gz` into `dest` (flattened), each
-/// written atomically. Entries outside `folder/` are ignored; paths that climb out are refused.
+/// streamed to a temporary file and renamed when complete. Entries outside `folder/` are
+/// ignored; paths that climb out are refused. Each entry is copied no further than the size its
+/// header declares.
 pub fn extract_tar_gz(archive: &Path, folder: &str, dest: &Path) -> Result<()> {
-    let file = std::fs::File::open(archive).map_err(|e| DataError::io(archive, e))?;
+    let (file, _) = crate::files::open_regular(archive)?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let bad = |e: std::io::Error| DataError::format(archive, format!("corrupt archive ({e})"));
     for entry in tar.entries().map_err(bad)? {
@@ -465,9 +483,29 @@ pub fn extract_tar_gz(archive: &Path, folder: &str, dest: &Path) -> Result<()> {
         if rest.components().count() != 1 {
             continue;
         }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(bad)?;
-        crate::download::write_atomic(&dest.join(name), &bytes)?;
+        let size = entry.header().size().map_err(bad)?;
+        let target = dest.join(name);
+        let tmp = temp_sibling(&target);
+        let copied = (|| -> Result<()> {
+            let mut out = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+            let n =
+                std::io::copy(&mut std::io::Read::take(&mut entry, size), &mut out).map_err(bad)?;
+            if n < size {
+                return Err(DataError::format(
+                    archive,
+                    format!(
+                        "corrupt archive ({} ends after {n} of its {size} bytes)",
+                        path.display()
+                    ),
+                ));
+            }
+            out.sync_all().map_err(|e| DataError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &target).map_err(|e| DataError::io(&target, e))
+        })();
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        copied?;
     }
     Ok(())
 }
@@ -488,10 +526,12 @@ mod tests {
             DataFile {
                 name: "train-images-idx3-ubyte",
                 sha256: "",
+                size: 16,
             },
             DataFile {
                 name: "train-labels-idx1-ubyte",
                 sha256: "",
+                size: 9,
             },
         ],
         subfolders: &[],
@@ -606,6 +646,53 @@ mod tests {
         assert!(msg.contains("download: download of train-images-idx3-ubyte failed: download of http://127.0.0.1:9/train-images-idx3-ubyte.gz failed"), "{msg}");
         let left: Vec<_> = std::fs::read_dir(tmp.path().join("toy")).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// Case 7 of issue #18: gzip downloads are streamed to disk, capped near the file's official
+    /// size, and inflated no further than that size while their checksum is computed.
+    #[test]
+    fn gzip_downloads_are_capped_and_inflated_within_bounds() {
+        use std::io::Write;
+        let gzip = |data: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(data).unwrap();
+            gz.finish().unwrap()
+        };
+        let content = crate::idx::encode_idx(&[1], &[3]);
+        const ONE: &[DataFile] = &[DataFile {
+            name: "train-labels-idx1-ubyte",
+            sha256: "placeholder",
+            size: 9,
+        }];
+        let tmp = tempfile::tempdir().unwrap();
+        let fetch = |body: Vec<u8>, sha: &'static str| {
+            let url = crate::download::tests::serve(1, body, None);
+            let file = DataFile {
+                sha256: sha,
+                ..ONE[0]
+            };
+            let dest = tmp.path().join("train-labels-idx1-ubyte.gz");
+            download_gz(&[url.as_str()], &file, &dest).map(|()| dest)
+        };
+        let sha: &'static str = crate::download::sha256_hex(&content).leak();
+        // A bomb: the right file followed by 512 KiB of zeros (under 1033 bytes compressed).
+        let mut bomb = content.clone();
+        bomb.resize(512 << 10, 0);
+        let msg = fetch(gzip(&bomb), sha).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("decompresses to more than the 9 bytes of train-labels-idx1-ubyte"),
+            "{msg}"
+        );
+        // More compressed bytes than the file could need: cut off while downloading.
+        let msg = fetch(vec![0x1f; 2000], sha).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("the download is larger than the 1033 bytes expected; stopped"),
+            "{msg}"
+        );
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        let dest = fetch(gzip(&content), sha).unwrap();
+        assert_eq!(crate::idx::read_idx(&dest).unwrap().data, vec![3]);
     }
 
     #[test]

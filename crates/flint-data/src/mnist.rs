@@ -32,18 +32,22 @@ pub const MNIST: DatasetSpec = DatasetSpec {
         DataFile {
             name: "train-images-idx3-ubyte",
             sha256: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            size: 47_040_016,
         },
         DataFile {
             name: "train-labels-idx1-ubyte",
             sha256: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            size: 60_008,
         },
         DataFile {
             name: "t10k-images-idx3-ubyte",
             sha256: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            size: 7_840_016,
         },
         DataFile {
             name: "t10k-labels-idx1-ubyte",
             sha256: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            size: 10_008,
         },
     ],
     subfolders: &[],
@@ -67,18 +71,22 @@ pub const FASHION_MNIST: DatasetSpec = DatasetSpec {
         DataFile {
             name: "train-images-idx3-ubyte",
             sha256: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            size: 47_040_016,
         },
         DataFile {
             name: "train-labels-idx1-ubyte",
             sha256: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            size: 60_008,
         },
         DataFile {
             name: "t10k-images-idx3-ubyte",
             sha256: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            size: 7_840_016,
         },
         DataFile {
             name: "t10k-labels-idx1-ubyte",
             sha256: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            size: 10_008,
         },
     ],
     subfolders: &[],
