@@ -6,10 +6,24 @@
 //! ```
 //!
 //! Class names are the sub-folder names, sorted; files are found recursively and sorted, so
-//! labels and order are the same on every machine. Files that are not decodable images are
-//! skipped and reported with the reason ([`ImageFolder::skipped`]); only a folder where every
-//! file fails is an error.
+//! labels and order are the same on every machine. Files that cannot be used are left out and
+//! reported with the reason ([`ImageFolder::skipped`]); only a folder where every file fails, or
+//! a class with no usable file, is an error.
+//!
+//! What the scan reads, and what it leaves out (each with a [`SkipKind`] and a sentence):
+//! - Only real folders are entered: a symbolic link to a folder is never followed (a link such
+//!   as `ants/loop -> ..` would otherwise repeat the tree forever under the wrong label, and
+//!   `/proc/self/root -> /` would walk the whole file system). This holds for class folders too.
+//! - A symbolic link to a regular file is read; each file is counted once, however many links
+//!   or hard links lead to it (the first path in sorted order keeps it).
+//! - Pipes, devices and sockets are left out without being opened; hidden files (`.name`) are
+//!   ignored silently.
+//! - Each file's header is read (format by content, dimensions checked as in
+//!   [`crate::image_file`]) and its end checked: a truncated JPEG or PNG is left out of the data
+//!   set (kind [`SkipKind::Truncated`]) rather than trained on with a filled-in part.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,19 +34,93 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::error::{DataError, Result};
+use crate::image_file::read_image;
+pub use crate::image_file::{
+    Decoded, ImageWarning, load_for_model, load_for_model_checked, load_rgb, load_rgb_checked,
+};
 use crate::split::LabelledSet;
 use crate::transform::{
     Normalize, center_crop, flip_horizontal, random_resized_crop, resize_shorter_side, to_chw,
 };
 
-/// A file left out of an image folder, and why.
+/// A file (or folder) left out of an image folder, and why.
+///
+/// Displayed as `path: reason`, e.g.
+/// `train/ants/loop: symbolic link to a folder, not followed (...)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedFile {
-    /// The file.
+    /// The file or folder, as found under the image folder's root.
     pub path: PathBuf,
-    /// Why it could not be used.
+    /// What kind of problem, for counting and for machine-readable reports.
+    pub kind: SkipKind,
+    /// Why it could not be used: a sentence for a person, without the path.
     pub reason: String,
 }
+
+impl fmt::Display for SkippedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Why a file was left out of an image folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum SkipKind {
+    /// The content is not an image at all.
+    NotAnImage,
+    /// An image in a format flint does not decode (BMP, WebP, ...).
+    UnsupportedFormat,
+    /// An empty (0-byte) file.
+    Empty,
+    /// A header or image that cannot be decoded, or of size zero.
+    Damaged,
+    /// A JPEG or PNG that ends before its end marker.
+    Truncated,
+    /// Too thin, too many pixels, or too large a file (see [`crate::image_file`]).
+    TooLarge,
+    /// A file or folder that could not be read (permissions, I/O error).
+    Unreadable,
+    /// A symbolic link to a folder: never followed.
+    LinkedFolder,
+    /// A symbolic link whose target does not exist.
+    BrokenLink,
+    /// A named pipe, device or socket: never opened.
+    SpecialFile,
+    /// A second path (link or hard link) to a file already counted.
+    Duplicate,
+    /// A folder nested deeper than the scan goes.
+    TooDeep,
+}
+
+impl SkipKind {
+    /// A stable kebab-case name (`"linked-folder"`), for JSON reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAnImage => "not-an-image",
+            Self::UnsupportedFormat => "unsupported-format",
+            Self::Empty => "empty",
+            Self::Damaged => "damaged",
+            Self::Truncated => "truncated",
+            Self::TooLarge => "too-large",
+            Self::Unreadable => "unreadable",
+            Self::LinkedFolder => "linked-folder",
+            Self::BrokenLink => "broken-link",
+            Self::SpecialFile => "special-file",
+            Self::Duplicate => "duplicate",
+            Self::TooDeep => "too-deep",
+        }
+    }
+}
+
+impl fmt::Display for SkipKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How deep below a class folder the scan goes.
+const MAX_DEPTH: usize = 64;
 
 /// The labelled files of an image folder (nothing decoded yet).
 #[derive(Debug, Clone)]
@@ -45,17 +133,27 @@ pub struct ImageFolder {
 
 impl ImageFolder {
     /// Scans `root`: class sub-folders sorted by name, image files found recursively, each
-    /// checked to have a readable image header.
+    /// checked as the [module docs](self) say; what is left out is in [`ImageFolder::skipped`].
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        let mut classes: Vec<(String, PathBuf)> = read_sorted(&root)?
-            .into_iter()
-            .filter(|p| p.is_dir())
-            .filter_map(|p| {
-                let name = p.file_name()?.to_string_lossy().into_owned();
-                (!name.starts_with('.')).then_some((name, p))
-            })
-            .collect();
+        let mut scan = Scan::default();
+        let mut classes: Vec<(String, PathBuf)> = Vec::new();
+        for path in read_sorted(&root)? {
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => classes.push((name, path)),
+                Ok(meta) if meta.file_type().is_symlink() && path.is_dir() => {
+                    scan.skip(path, SkipKind::LinkedFolder, LINKED_FOLDER);
+                }
+                // Files beside the class folders (a README, a licence) are not samples.
+                _ => {}
+            }
+        }
         classes.sort();
         if classes.is_empty() {
             return Err(DataError::NoImages {
@@ -65,26 +163,25 @@ impl ImageFolder {
             });
         }
         let mut samples = Vec::new();
-        let mut skipped = Vec::new();
         let mut empty = Vec::new();
         for (label, (name, dir)) in classes.iter().enumerate() {
             let before = samples.len();
-            for path in walk_files(dir)? {
+            let mut files = Vec::new();
+            scan.dir(dir, 0, &mut files);
+            for path in files {
                 match probe(&path) {
                     Ok(()) => samples.push((path, label)),
-                    Err(reason) => skipped.push(SkippedFile { path, reason }),
+                    Err((kind, reason)) => scan.skip(path, kind, reason),
                 }
             }
             if samples.len() == before {
                 empty.push(name.clone());
             }
         }
+        let mut skipped = scan.skipped;
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
         if samples.is_empty() {
-            let examples: Vec<String> = skipped
-                .iter()
-                .take(3)
-                .map(|s| format!("{}: {}", s.path.display(), s.reason))
-                .collect();
+            let examples: Vec<String> = skipped.iter().take(3).map(|s| s.to_string()).collect();
             return Err(DataError::NoImages {
                 root,
                 reason: if examples.is_empty() {
@@ -127,7 +224,8 @@ impl ImageFolder {
         &self.root
     }
 
-    /// Files left out, with reasons.
+    /// Files (and linked folders) left out, with reasons, sorted by path: everything under the
+    /// class folders that is not a sample, except hidden files.
     pub fn skipped(&self) -> &[SkippedFile] {
         &self.skipped
     }
@@ -196,78 +294,146 @@ fn read_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Every non-hidden file under `dir`, sorted, recursing into sub-folders.
-fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in read_sorted(dir)? {
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
-            continue;
+const LINKED_FOLDER: &str = "symbolic link to a folder, not followed (links to folders can loop back into the tree or pull in another one; copy the folder, or link its files)";
+
+/// A file's identity: device and inode on Unix (links and hard links to one file agree), the
+/// canonical path elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FileKey {
+    #[cfg(unix)]
+    Inode(u64, u64),
+    #[cfg(not(unix))]
+    Path(PathBuf),
+}
+
+#[allow(unused_variables)]
+fn file_key(path: &Path, meta: &std::fs::Metadata) -> FileKey {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        FileKey::Inode(meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        FileKey::Path(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    }
+}
+
+/// The walk over class folders: files found, what was left out, what was already seen.
+#[derive(Default)]
+struct Scan {
+    skipped: Vec<SkippedFile>,
+    files_seen: HashMap<FileKey, PathBuf>,
+    dirs_seen: HashSet<FileKey>,
+}
+
+impl Scan {
+    fn skip(&mut self, path: PathBuf, kind: SkipKind, reason: impl Into<String>) {
+        self.skipped.push(SkippedFile {
+            path,
+            kind,
+            reason: reason.into(),
+        });
+    }
+
+    /// Adds the regular files under `dir` to `files`, sorted, entering real sub-folders only.
+    fn dir(&mut self, dir: &Path, depth: usize, files: &mut Vec<PathBuf>) {
+        if let Ok(meta) = std::fs::metadata(dir)
+            && !self.dirs_seen.insert(file_key(dir, &meta))
+        {
+            // Only a bind mount or a hard-linked folder reaches the same folder twice.
+            self.skip(
+                dir.to_path_buf(),
+                SkipKind::Duplicate,
+                "the same folder as one already scanned: counted once",
+            );
+            return;
         }
-        if path.is_dir() {
-            files.extend(walk_files(&path)?);
-        } else {
-            files.push(path);
+        let entries = match read_sorted(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                let reason = match e {
+                    DataError::Io { source, .. } => format!("folder could not be read: {source}"),
+                    other => other.to_string(),
+                };
+                self.skip(dir.to_path_buf(), SkipKind::Unreadable, reason);
+                return;
+            }
+        };
+        for path in entries {
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            let link = match std::fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    self.skip(
+                        path,
+                        SkipKind::Unreadable,
+                        format!("could not be read: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let is_link = link.file_type().is_symlink();
+            let meta = if is_link {
+                match std::fs::metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        self.skip(
+                            path,
+                            SkipKind::BrokenLink,
+                            format!("broken symbolic link ({e})"),
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                link
+            };
+            if meta.is_dir() {
+                if is_link {
+                    self.skip(path, SkipKind::LinkedFolder, LINKED_FOLDER);
+                } else if depth >= MAX_DEPTH {
+                    self.skip(
+                        path,
+                        SkipKind::TooDeep,
+                        format!("folder nested more than {MAX_DEPTH} levels deep: not scanned"),
+                    );
+                } else {
+                    self.dir(&path, depth + 1, files);
+                }
+            } else if meta.is_file() {
+                let key = file_key(&path, &meta);
+                if let Some(first) = self.files_seen.get(&key) {
+                    let reason = format!(
+                        "the same file as {} (a link or hard link): counted once",
+                        first.display()
+                    );
+                    self.skip(path, SkipKind::Duplicate, reason);
+                } else {
+                    self.files_seen.insert(key, path.clone());
+                    files.push(path);
+                }
+            } else {
+                let reason = crate::files::not_regular_reason(meta.file_type());
+                self.skip(path, SkipKind::SpecialFile, reason);
+            }
         }
     }
-    Ok(files)
 }
 
-/// Reads just the header: cheap, and catches non-images and unsupported formats.
-fn probe(path: &Path) -> std::result::Result<(), String> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("not an image (unrecognised format)".into());
+/// Reads a file's header and checks its end: cheap next to decoding, and it catches non-images,
+/// unsupported formats, degenerate sizes and truncated files.
+fn probe(path: &Path) -> std::result::Result<(), (SkipKind, String)> {
+    let file = read_image(path).map_err(|p| p.into_skip())?;
+    match file.truncation() {
+        Some(warning) => Err((SkipKind::Truncated, warning.to_string())),
+        None => Ok(()),
     }
-    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
-    if w == 0 || h == 0 {
-        return Err(format!("image has size {w}x{h}"));
-    }
-    Ok(())
-}
-
-/// Decodes an image file to 8-bit RGB (the first frame of a GIF).
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let image = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?
-        .decode()
-        .map_err(|e| DataError::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    Ok(image.to_rgb8())
-}
-
-/// Decodes an image file for a small model: grey (luma) or RGB, resized to `size x size`
-/// (bilinear), scaled to `[0, 1]`, `[channels, size, size]` order. `channels` must be 1 or 3.
-pub fn load_for_model(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
-    if channels != 1 && channels != 3 {
-        return Err(DataError::invalid(format!(
-            "models take 1 (grey) or 3 (RGB) channels, not {channels}"
-        )));
-    }
-    if size == 0 {
-        return Err(DataError::invalid("image size must be positive"));
-    }
-    let rgb = load_rgb(path)?;
-    let resized = image::imageops::resize(
-        &rgb,
-        size as u32,
-        size as u32,
-        image::imageops::FilterType::Triangle,
-    );
-    if channels == 3 {
-        return Ok(to_chw(&resized));
-    }
-    let grey = image::DynamicImage::ImageRgb8(resized).to_luma8();
-    Ok(grey.pixels().map(|p| p[0] as f32 / 255.0).collect())
 }
 
 /// How images become tensors.
@@ -448,9 +614,21 @@ impl ImageFolderDataset {
     }
 
     /// Decodes and transforms sample `index`.
+    ///
+    /// A file found truncated now (it was whole when the folder was opened, so it changed since)
+    /// is an error rather than a silently filled-in sample.
     pub fn load(&self, index: usize) -> Result<TensorItem> {
         let (path, label) = &self.folder.samples[index];
-        let img = load_rgb(path)?;
+        let Decoded {
+            value: img,
+            warning,
+        } = load_rgb_checked(path)?;
+        if let Some(warning) = warning {
+            return Err(DataError::Image {
+                path: path.clone(),
+                reason: warning.to_string(),
+            });
+        }
         let mut data = self.transform.apply(&img, &mut self.rng.next_for(index));
         self.normalize.apply(&mut data, 3);
         let s = self.transform.output_size() as usize;
@@ -508,7 +686,183 @@ mod tests {
             .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(skipped, vec!["broken.png", "notes.txt"]);
-        assert!(folder.skipped()[1].reason.contains("not an image"));
+        assert_eq!(folder.skipped()[0].kind, SkipKind::Truncated);
+        assert_eq!(
+            folder.skipped()[0].reason,
+            "the PNG file is truncated: it ends inside its header"
+        );
+        assert_eq!(folder.skipped()[1].kind, SkipKind::NotAnImage);
+        assert_eq!(
+            folder.skipped()[1].to_string(),
+            format!(
+                "{}: not an image: the content is not PNG, JPEG or GIF",
+                root.join("ants/notes.txt").display()
+            )
+        );
+    }
+
+    fn reasons(folder: &ImageFolder) -> Vec<(String, SkipKind, String)> {
+        folder
+            .skipped()
+            .iter()
+            .map(|s| {
+                let rel = s.path.strip_prefix(folder.root()).unwrap();
+                (rel.display().to_string(), s.kind, s.reason.clone())
+            })
+            .collect()
+    }
+
+    /// Case 9 of issue #18: `ants/loop -> ..` made 6 images into 246 samples, all "ants".
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_not_followed_and_each_file_counts_once() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("train");
+        for i in 0..3 {
+            png(&root.join(format!("ants/a{i}.png")), 4, 4, 10);
+            png(&root.join(format!("bees/b{i}.png")), 4, 4, 20);
+        }
+        symlink("..", root.join("ants/loop")).unwrap();
+        symlink(root.join("bees"), root.join("ants/bees-too")).unwrap();
+        // A link to a file is read once; a second path to a file already counted is not.
+        png(&dir.path().join("elsewhere/o.png"), 4, 4, 30);
+        symlink(dir.path().join("elsewhere/o.png"), root.join("ants/o.png")).unwrap();
+        symlink("a0.png", root.join("ants/z-again.png")).unwrap();
+        std::fs::hard_link(root.join("bees/b1.png"), root.join("bees/b1-hard.png")).unwrap();
+        symlink("missing.png", root.join("ants/dangling.png")).unwrap();
+        // A class folder that is a link is not a class either.
+        symlink(root.join("bees"), root.join("wasps")).unwrap();
+
+        let folder = ImageFolder::open(&root).unwrap();
+        assert_eq!(folder.len(), 7, "6 images and one linked file");
+        assert_eq!(folder.class_counts(), vec![4, 3]);
+        assert_eq!(
+            folder.class_names(),
+            &["ants".to_string(), "bees".to_string()]
+        );
+        let linked = "symbolic link to a folder, not followed (links to folders can loop back into the tree or pull in another one; copy the folder, or link its files)";
+        let same = |first: &str| {
+            format!(
+                "the same file as {} (a link or hard link): counted once",
+                root.join(first).display()
+            )
+        };
+        assert_eq!(
+            reasons(&folder),
+            vec![
+                (
+                    "ants/bees-too".into(),
+                    SkipKind::LinkedFolder,
+                    linked.into()
+                ),
+                (
+                    "ants/dangling.png".into(),
+                    SkipKind::BrokenLink,
+                    "broken symbolic link (No such file or directory (os error 2))".into()
+                ),
+                ("ants/loop".into(), SkipKind::LinkedFolder, linked.into()),
+                (
+                    "ants/z-again.png".into(),
+                    SkipKind::Duplicate,
+                    same("ants/a0.png")
+                ),
+                (
+                    "bees/b1.png".into(),
+                    SkipKind::Duplicate,
+                    same("bees/b1-hard.png")
+                ),
+                ("wasps".into(), SkipKind::LinkedFolder, linked.into()),
+            ]
+        );
+    }
+
+    /// Case 8 of issue #18: `--data /proc/self` walked the file system forever. A folder of
+    /// links back up the tree, a FIFO and a device link ends at once, reading nothing special.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn special_files_are_left_out_unopened() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        png(&root.join("a/x.png"), 4, 4, 1);
+        std::fs::create_dir_all(root.join("a/task/1")).unwrap();
+        symlink("/", root.join("a/task/1/root")).unwrap();
+        symlink("../..", root.join("a/task/1/cwd")).unwrap();
+        symlink("/dev/zero", root.join("a/zero.jpg")).unwrap();
+        let fifo = root.join("a/pipe.png");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::write(root.join("a/task/1/status"), b"").unwrap();
+        let folder = ImageFolder::open(root).unwrap();
+        assert_eq!(folder.len(), 1);
+        let kinds: Vec<_> = reasons(&folder)
+            .into_iter()
+            .map(|(p, k, r)| format!("{p} {k}: {r}"))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "a/pipe.png special-file: a named pipe (FIFO), not a regular file: flint reads only regular files",
+                "a/task/1/cwd linked-folder: symbolic link to a folder, not followed (links to folders can loop back into the tree or pull in another one; copy the folder, or link its files)",
+                "a/task/1/root linked-folder: symbolic link to a folder, not followed (links to folders can loop back into the tree or pull in another one; copy the folder, or link its files)",
+                "a/task/1/status empty: empty file (0 bytes)",
+                "a/zero.jpg special-file: a character device, not a regular file: flint reads only regular files",
+            ]
+        );
+    }
+
+    /// Cases 6, 10 and 14 of issue #18: thin, empty, non-image and truncated files are left
+    /// out, each with its reason.
+    #[test]
+    fn unusable_images_are_reported_with_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        png(&root.join("a/ok.png"), 8, 8, 1);
+        std::fs::write(root.join("a/empty.jpg"), b"").unwrap();
+        std::fs::write(root.join("a/text.png"), b"just some words").unwrap();
+        image::GrayImage::new(1, 20_000)
+            .save(root.join("a/thin.png"))
+            .unwrap();
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 0]))
+            .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+            .unwrap();
+        let jpeg = jpeg.into_inner();
+        std::fs::write(root.join("a/cut.jpg"), &jpeg[..jpeg.len() - 40]).unwrap();
+        let folder = ImageFolder::open(root).unwrap();
+        assert_eq!(folder.len(), 1);
+        let got: Vec<_> = reasons(&folder)
+            .into_iter()
+            .map(|(p, k, r)| format!("{p} {k}: {r}"))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "a/cut.jpg truncated: the JPEG file is truncated (it ends before its end-of-image marker FF D9): the picture may be incomplete",
+                "a/empty.jpg empty: empty file (0 bytes)",
+                "a/text.png not-an-image: not an image: the content is not PNG, JPEG or GIF",
+                "a/thin.png too-large: image is 1x20000 pixels, an aspect ratio of 20000:1; flint accepts at most 100:1, since resizing its short side for a model would make a huge image",
+            ]
+        );
+        // The dataset refuses a file truncated after the folder was opened.
+        std::fs::write(root.join("a/ok.png"), &{
+            let mut b = std::io::Cursor::new(Vec::new());
+            RgbImage::new(8, 8)
+                .write_to(&mut b, image::ImageFormat::Png)
+                .unwrap();
+            let b = b.into_inner();
+            b[..b.len() - 2].to_vec()
+        })
+        .unwrap();
+        let ds = folder.dataset(ImageTransform::imagenet_eval(), Normalize::imagenet());
+        let msg = ds.load(0).unwrap_err().to_string();
+        assert!(msg.ends_with("the PNG file is truncated (it ends before its IEND chunk): the picture may be incomplete"), "{msg}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!   found by a [`Locator`] (explicit path, `$FLINT_DATA`, `./data`, the system location, the
 //!   cache, then a verified download) and validated byte by byte.
 //! - [`ImageFolder`]: one sub-folder per class, decoded on access with torchvision's transforms
-//!   ([`ImageTransform`], [`Normalize`]).
+//!   ([`ImageTransform`], [`Normalize`]); files it cannot use are listed with the reason
+//!   ([`SkippedFile`]). Single images decode with [`image_file::load_rgb_checked`], which
+//!   refuses degenerate sizes from the header and warns about truncated files.
 //!
 //! Every file is read as a regular file, bounded by its size ([`files`]); compressed data is
 //! inflated no further than its header says it holds, and downloads are streamed and capped.
@@ -27,6 +29,7 @@ pub mod download;
 pub mod error;
 pub mod files;
 pub mod idx;
+pub mod image_file;
 pub mod image_folder;
 pub mod image_set;
 pub mod locate;
@@ -41,8 +44,9 @@ pub use batcher::{
 pub use catalog::{DatasetCheck, HYMENOPTERA, KnownDataset, SplitCount, hymenoptera};
 pub use cifar::{CIFAR10, CIFAR10_CLASSES, cifar10};
 pub use error::{DataError, Result};
+pub use image_file::{Decoded, ImageWarning};
 pub use image_folder::{
-    ImageFolder, ImageFolderDataset, ImageTransform, SkippedFile, TensorItem, derive_seed,
+    ImageFolder, ImageFolderDataset, ImageTransform, SkipKind, SkippedFile, TensorItem, derive_seed,
 };
 pub use image_set::{ImageItem, ImageSet};
 pub use locate::{DatasetSpec, Located, Locator, Origin};

@@ -7,6 +7,7 @@ use image::imageops::FilterType;
 use rand::Rng;
 
 use crate::error::{DataError, Result};
+use crate::image_file::MAX_ASPECT_RATIO;
 
 /// Per-channel normalisation `(x - mean) / std`, applied to pixels scaled to `[0, 1]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,12 +81,25 @@ impl Normalize {
 
 /// Resizes so the shorter side is `size`, keeping the aspect ratio (torchvision's
 /// `Resize(size)`: the longer side is `floor(size * long / short)`), bilinear with antialiasing.
+///
+/// The longer side is capped at [`MAX_ASPECT_RATIO`] times `size` (and at `u32::MAX`), so a
+/// degenerate image (1 x 2,000,000 pixels) cannot ask for gigabytes; images flint decodes are
+/// refused beyond that ratio before they get here, so for them the cap never applies.
 pub fn resize_shorter_side(img: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return RgbImage::new(size, size);
+    }
+    let longer = |long: u32, short: u32| {
+        let exact = size as u64 * long as u64 / short as u64;
+        exact
+            .min(size as u64 * MAX_ASPECT_RATIO as u64)
+            .min(u32::MAX as u64) as u32
+    };
     let (nw, nh) = if w <= h {
-        (size, ((size as u64 * h as u64) / w as u64) as u32)
+        (size, longer(h, w))
     } else {
-        (((size as u64 * w as u64) / h as u64) as u32, size)
+        (longer(w, h), size)
     };
     if (nw, nh) == (w, h) {
         return img.clone();
@@ -253,6 +267,18 @@ mod tests {
         assert_eq!(resize_shorter_side(&img, 256).dimensions(), (341, 256));
         let tall = RgbImage::new(300, 451);
         assert_eq!(resize_shorter_side(&tall, 256).dimensions(), (256, 384));
+    }
+
+    #[test]
+    fn resize_shorter_side_caps_degenerate_images() {
+        // 1 x 100,000 would become 256 x 25,600,000 (19.7 GB of RGB): capped at 100:1.
+        let thin = RgbImage::new(1, 100_000);
+        assert_eq!(resize_shorter_side(&thin, 4).dimensions(), (4, 400));
+        let wide = RgbImage::new(100_000, 2);
+        assert_eq!(resize_shorter_side(&wide, 4).dimensions(), (400, 4));
+        // At exactly 100:1 nothing changes.
+        let edge = RgbImage::new(3, 300);
+        assert_eq!(resize_shorter_side(&edge, 6).dimensions(), (6, 600));
     }
 
     #[test]
