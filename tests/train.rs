@@ -199,7 +199,9 @@ fn a_diverging_loss_stops_the_run_naming_epoch_and_batch() {
     let err = train(&config, &options(&dir.path().join("run"))).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.starts_with("the loss became") && msg.contains("at epoch 1, batch "),
+        msg.starts_with("the loss ")
+            && msg.contains("at epoch 1, batch ")
+            && msg.contains("training stopped"),
         "{msg}"
     );
     assert!(msg.contains("no checkpoint"), "{msg}");
@@ -217,6 +219,6 @@ fn model_and_data_mismatch_is_a_clear_error() {
     let err = train(&config, &options(&dir.path().join("run"))).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid configuration: the model expects [1, 32, 32] images but the data set's images are [1, 28, 28]"
+        "invalid configuration: training split: the model expects [1, 32, 32] images but the data set's images are [1, 28, 28]"
     );
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use burn::config::Config as _;
 use clap::{Args, Subcommand};
 use flint_experiments::{
     BatchNormExperimentConfig, DropoutRateConfig, Experiment, McDropoutConfig, RegularizersConfig,
@@ -130,8 +129,7 @@ impl TransferArgs {
     /// The configuration these flags describe.
     pub fn to_config(&self) -> Result<TransferExperimentConfig, String> {
         let mut c = match &self.config {
-            Some(path) => TransferExperimentConfig::load(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
+            Some(path) => flint_train::config::load_strict(path).map_err(|e| e.to_string())?,
             None if self.quick => TransferExperimentConfig::quick(),
             None => TransferExperimentConfig::new(),
         };
@@ -194,7 +192,7 @@ pub fn run_experiment(args: &ExperimentArgs) -> Result<(), String> {
 /// Runs one of the experiments that take [`CommonArgs`].
 fn run_common<C: Experiment>(args: &CommonArgs) -> Result<(), String> {
     let mut config = match &args.config {
-        Some(path) => C::load(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        Some(path) => flint_train::config::load_strict(path).map_err(|e| e.to_string())?,
         None if args.quick => C::quick(),
         None => C::full(),
     };

@@ -121,8 +121,9 @@ impl ComputeArgs {
     /// Applies the thread count (and flush-to-zero, see `flint_train::cpu`) and returns the
     /// device.
     pub fn setup(&self) -> Result<Device, String> {
-        // Fails only if a pool was already built, which cannot happen before this point.
-        let _ = flint_train::cpu::configure_threads(self.threads.map(usize::from));
+        // Nothing has built the pool before this point, so a failure means its threads could not
+        // be started; rayon then refuses every later use, so the command stops here.
+        flint_train::cpu::configure_threads(self.threads.map(usize::from))?;
         self.backend.device()
     }
 
@@ -263,8 +264,14 @@ pub struct TrainArgs {
     /// Run directory (default: runs/<dataset>-<model>-<timestamp>/).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint.
-    #[arg(long, conflicts_with_all = ["config", "output", "model", "dataset", "epochs"])]
+    /// Continue the run in this directory from its last checkpoint, with the configuration it
+    /// was started with (flags that would change it are refused).
+    #[arg(long, conflicts_with_all = [
+        "config", "output", "model", "dataset", "epochs", "batch_size", "optimizer", "lr",
+        "momentum", "nesterov", "weight_decay", "schedule", "warmup", "step_size", "gamma",
+        "clip_grad_norm", "l1", "l2", "max_norm", "dropout", "seed", "val_fraction", "limit",
+        "test_limit", "augment_pad", "augment_flip", "workers", "early_stopping",
+    ])]
     pub resume: Option<PathBuf>,
     /// Stop after this epoch, leaving a run that --resume continues (preemptible machines).
     #[arg(long)]
@@ -283,8 +290,7 @@ impl TrainArgs {
     /// The run's configuration: the config file (or the reference model), then the flags.
     pub fn to_config(&self) -> Result<TrainConfig, String> {
         let mut config = match &self.config {
-            Some(path) => TrainConfig::load(path)
-                .map_err(|e| format!("cannot read config {}: {e}", path.display()))?,
+            Some(path) => TrainConfig::load_checked(path).map_err(|e| e.to_string())?,
             None => TrainConfig::new(ModelConfig::reference(
                 self.model.as_deref().unwrap_or("cnn"),
             )?),
@@ -562,8 +568,7 @@ pub fn run_info(args: &InfoArgs) -> Result<(), String> {
     let device = Device::flex();
     let (model_config, input) = match &args.config {
         Some(path) => {
-            let config = TrainConfig::load(path)
-                .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+            let config = TrainConfig::load_checked(path).map_err(|e| e.to_string())?;
             let input = match &config.model {
                 ModelConfig::Cnn(c) => [1, c.in_channels, c.image_size, c.image_size],
                 ModelConfig::Mlp(m) => [1, 1, 1, m.input_size],
@@ -573,6 +578,11 @@ pub fn run_info(args: &InfoArgs) -> Result<(), String> {
         None => (ModelConfig::reference(&args.model)?, [1, 1, 28, 28]),
     };
     model_config.validate().map_err(|e| e.to_string())?;
+    flint_train::memory::check_model_memory(
+        &model_config,
+        flint_train::memory::MemoryUse::Inference,
+    )
+    .map_err(|e| e.to_string())?;
     let model = model_config.init(&device);
     println!("{}", model.summary(input, &device));
     println!();

@@ -225,8 +225,10 @@ where
             "cannot build a loader over an empty data set",
         ));
     }
+    // A batch never holds more than the whole set; burn reserves room for a full batch up
+    // front, so an absurd batch size would otherwise abort on the allocation.
     let mut builder = DataLoaderBuilder::new(batcher)
-        .batch_size(options.batch_size)
+        .batch_size(options.batch_size.min(dataset.len()))
         .set_device(device.clone());
     if let Some(seed) = options.shuffle {
         builder = builder.shuffle(seed);

@@ -142,10 +142,13 @@ pub fn fit(
                 &rule,
             )
             .map_err(|loss| {
-                ExperimentError::Train(TrainError::NonFinite {
+                ExperimentError::Train(TrainError::Diverged {
                     epoch: epoch as usize,
                     batch: b + 1,
                     loss,
+                    uniform: flint_train::step::uniform_loss(flint_data::LabelledSet::num_classes(
+                        train,
+                    )),
                     checkpoint: None,
                 })
             })?;

@@ -37,6 +37,11 @@ pub enum ModelConfigError {
         size: usize,
         blocks: usize,
     },
+    /// The model's size does not even fit in a 64-bit count.
+    #[error(
+        "{model}: the layer sizes give more parameters or activations than a 64-bit count holds; no machine can build this model"
+    )]
+    TooLarge { model: &'static str },
 }
 
 pub(crate) fn check_rate(

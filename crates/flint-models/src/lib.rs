@@ -82,6 +82,15 @@ impl ModelConfig {
         }
     }
 
+    /// How big the model is, counted without building it (so a configuration that cannot fit
+    /// in memory is refused before anything is allocated).
+    pub fn size(&self) -> Result<ModelSize, ModelConfigError> {
+        match self {
+            Self::Mlp(c) => c.size(),
+            Self::Cnn(c) => c.size(),
+        }
+    }
+
     /// Checks the configuration and builds the model.
     pub fn try_init(&self, device: &Device) -> Result<Classifier, ModelConfigError> {
         Ok(match self {
@@ -97,6 +106,22 @@ impl ModelConfig {
     pub fn init(&self, device: &Device) -> Classifier {
         error::or_panic(self.try_init(device))
     }
+}
+
+/// A model's size, counted from its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelSize {
+    /// Trainable parameters, as PyTorch's `parameters()` counts them (batch norm's running
+    /// statistics, two floats a channel, come on top).
+    pub parameters: u64,
+    /// Floats the forward pass produces per sample (every layer's output, batch-norm and
+    /// pooling included), what training keeps for the backward pass.
+    pub activations_per_sample: u64,
+}
+
+/// Checked `a * b + c` for size counts.
+pub(crate) fn mul_add(a: usize, b: usize, c: usize) -> Option<u64> {
+    (a as u64).checked_mul(b as u64)?.checked_add(c as u64)
 }
 
 /// Any of flint's classifiers, as one module type (what the trainer and the CLI work with).
@@ -184,6 +209,55 @@ mod tests {
         assert_eq!(cnn_counts.buffers, 2 * (32 + 64) + 2);
         let err = ModelConfig::reference("resnet").unwrap_err();
         assert_eq!(err, "unknown model `resnet`; known: mlp, cnn");
+    }
+
+    #[test]
+    fn counted_sizes_match_the_built_models() {
+        let d = device();
+        let configs = [
+            ModelConfig::reference("mlp").unwrap(),
+            ModelConfig::reference("cnn").unwrap(),
+            ModelConfig::Mlp(
+                MlpConfig::new()
+                    .with_hidden(vec![7, 5])
+                    .with_batch_norm(true),
+            ),
+            ModelConfig::Mlp(MlpConfig::new().with_hidden(vec![])),
+            ModelConfig::Cnn(
+                CnnConfig::new()
+                    .with_in_channels(3)
+                    .with_image_size(32)
+                    .with_channels(vec![4, 6, 8])
+                    .with_kernel_size(5)
+                    .with_batch_norm(false)
+                    .with_hidden(0),
+            ),
+        ];
+        for config in configs {
+            let counted = config.size().unwrap().parameters;
+            let built = ParamCounts::of(&config.init(&d)).total() as u64;
+            assert_eq!(counted, built, "{config:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_beyond_any_count_are_refused_before_building() {
+        let huge = ModelConfig::Mlp(MlpConfig::new().with_hidden(vec![4_611_686_018_427_387_904]));
+        assert_eq!(
+            huge.validate().unwrap_err().to_string(),
+            "Mlp: the layer sizes give more parameters or activations than a 64-bit count holds; no machine can build this model"
+        );
+        let wide = ModelConfig::Cnn(CnnConfig::new().with_channels(vec![usize::MAX / 4, 8]));
+        assert!(matches!(
+            wide.validate(),
+            Err(ModelConfigError::TooLarge { model: "Cnn" })
+        ));
+        // Big but countable: validation passes, the caller compares the size with its memory.
+        let big = ModelConfig::Mlp(MlpConfig::new().with_hidden(vec![100_000_000]));
+        assert_eq!(
+            big.size().unwrap().parameters,
+            78_400_000_000 + 100_000_000 + 1_000_000_010
+        );
     }
 
     #[test]

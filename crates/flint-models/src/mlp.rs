@@ -88,7 +88,40 @@ impl MlpConfig {
         for (i, &p) in self.dropout.iter().enumerate() {
             check_rate(M, format!("dropout[{i}]"), p)?;
         }
-        check_rate(M, "input_dropout", self.input_dropout)
+        check_rate(M, "input_dropout", self.input_dropout)?;
+        self.size().map(|_| ())
+    }
+
+    /// Parameters and activations, counted without building the model.
+    pub fn size(&self) -> Result<crate::ModelSize, ModelConfigError> {
+        let count = || -> Option<crate::ModelSize> {
+            let bn = usize::from(self.batch_norm);
+            let (mut parameters, mut activations) = (0u64, self.input_size as u64);
+            let mut width = self.input_size;
+            for &out in &self.hidden {
+                // weight + bias (+ gamma and beta)
+                let layer = crate::mul_add(width, out, 0)?.checked_add(crate::mul_add(
+                    out,
+                    1 + 2 * bn,
+                    0,
+                )?)?;
+                parameters = parameters.checked_add(layer)?;
+                // linear output (+ normalised), activation, dropout
+                activations = activations.checked_add(crate::mul_add(out, 3 + bn, 0)?)?;
+                width = out;
+            }
+            parameters = parameters.checked_add(crate::mul_add(
+                width,
+                self.num_classes,
+                self.num_classes,
+            )?)?;
+            activations = activations.checked_add(self.num_classes as u64)?;
+            Some(crate::ModelSize {
+                parameters,
+                activations_per_sample: activations,
+            })
+        };
+        count().ok_or(ModelConfigError::TooLarge { model: "Mlp" })
     }
 
     /// Checks the configuration and builds the model with PyTorch's default initialisation.

@@ -61,6 +61,47 @@ impl RunState {
     }
 }
 
+/// Largest `state.json` read: the run's history at a few hundred bytes an epoch.
+const MAX_STATE_BYTES: u64 = 16 << 20;
+
+/// Checks that `path` leads to a regular file (symlinks followed) and returns its size: a FIFO,
+/// a device such as `/dev/zero` or a folder would block a read or never end it. The error is the
+/// reason, to put after the file's name.
+pub fn regular_file_len(path: &Path) -> Result<u64, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.is_file() {
+        Ok(meta.len())
+    } else if meta.is_dir() {
+        Err("it is a folder, not a file".into())
+    } else {
+        Err(
+            "it is not a regular file (a device, FIFO or socket); only regular files are read"
+                .into(),
+        )
+    }
+}
+
+/// Reads a regular file of at most `max` bytes ([`regular_file_len`]); the read itself is bounded
+/// too, in case the file grows meanwhile.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let len = regular_file_len(path)?;
+    if len > max {
+        return Err(format!(
+            "it is {len} bytes, more than the {max} such a file can have"
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("it grew past the {max} bytes such a file can have"));
+    }
+    Ok(bytes)
+}
+
 /// Hex SHA-256 of a file (flint-data's streamed [`sha256_file`](flint_data::download::sha256_file)).
 pub fn file_sha256(path: &Path) -> Result<String, TrainError> {
     Ok(flint_data::download::sha256_file(path)?)
@@ -132,6 +173,73 @@ fn resolve(dir: &Path) -> Option<PathBuf> {
         })
 }
 
+/// Whether `name` is one of flint's temporary names: `.tmp-<checkpoint>-<pid>` or
+/// `.old-<checkpoint>-<pid>` of [`save`] (in `checkpoints/`), `.<file>.part-<pid>` of an atomic
+/// write (in the run directory); never a name a user would give a file.
+fn is_leftover(name: &str, in_checkpoints: bool) -> bool {
+    let pid_after = |separator: &str| {
+        name.rsplit_once(separator)
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if in_checkpoints {
+        (name.starts_with(".tmp-") || name.starts_with(".old-")) && pid_after("-")
+    } else {
+        name.starts_with('.') && pid_after(".part-")
+    }
+}
+
+/// Tidies a run directory before it is continued: a checkpoint that a crash between the two
+/// renames of [`save`] left only under its `.old-` name is put back, then the temporary copies
+/// of killed runs (`checkpoints/.tmp-*`, `checkpoints/.old-*`, `.<file>.part-<pid>`) are
+/// removed: each is a whole checkpoint or file that nothing will read again. Returns what was
+/// removed.
+pub fn tidy_run_dir(run_dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    let checkpoints = run_dir.join("checkpoints");
+    for name in ["last", "best"] {
+        let dir = checkpoints.join(name);
+        if !dir.join("state.json").exists()
+            && let Some(old) = resolve(&dir)
+        {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+            }
+            std::fs::rename(&old, &dir).map_err(|e| TrainError::io(&old, e))?;
+        }
+    }
+    let mut removed = Vec::new();
+    let mut sweep = |folder: &Path, in_checkpoints: bool| -> Result<(), TrainError> {
+        let Ok(entries) = std::fs::read_dir(folder) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_leftover(&name, in_checkpoints) {
+                continue;
+            }
+            let path = entry.path();
+            // symlink_metadata: a link is removed itself, never what it points to.
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            let result = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            result.map_err(|e| TrainError::io(&path, e))?;
+            removed.push(path);
+        }
+        Ok(())
+    };
+    sweep(&checkpoints, true)?;
+    sweep(run_dir, false)?;
+    Ok(removed)
+}
+
+/// Whether a checkpoint was ever saved at `dir` (under its name, or as the `.old-` copy a crash
+/// left).
+pub fn exists(dir: &Path) -> bool {
+    resolve(dir).is_some()
+}
+
 /// Reads and checks a checkpoint's state, verifying the weight files' checksums.
 pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
     let fail = |reason: String| TrainError::Checkpoint {
@@ -140,10 +248,10 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
     };
     let dir =
         resolve(dir).ok_or_else(|| fail("no checkpoint here (state.json is missing)".into()))?;
-    let text = std::fs::read_to_string(dir.join("state.json"))
+    let bytes = read_regular(&dir.join("state.json"), MAX_STATE_BYTES)
         .map_err(|e| fail(format!("cannot read state.json: {e}")))?;
     let state: RunState =
-        serde_json::from_str(&text).map_err(|e| fail(format!("state.json is corrupt ({e})")))?;
+        serde_json::from_slice(&bytes).map_err(|e| fail(format!("state.json is corrupt ({e})")))?;
     if state.format != FORMAT {
         return Err(fail(format!(
             "layout version {} is not the {FORMAT} this flint writes",
@@ -158,6 +266,7 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
         if !path.exists() {
             return Err(fail(format!("{file} is missing")));
         }
+        regular_file_len(&path).map_err(|e| fail(format!("{file}: {e}")))?;
         if &file_sha256(&path)? != expected {
             return Err(fail(format!(
                 "{file} is corrupt (its SHA-256 differs from the one recorded when it was saved)"
@@ -189,4 +298,151 @@ pub fn load_optimizer(
             path: dir.to_path_buf(),
             reason: format!("optimizer.bpk cannot be read: {e}"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use flint_models::{Classifier, MlpConfig, ModelConfig};
+    use proptest::prelude::*;
+
+    use crate::config::OptimizerConfig;
+    use crate::optim::build_optimizer;
+
+    fn model() -> Classifier {
+        ModelConfig::Mlp(MlpConfig::new().with_input_size(6).with_hidden(vec![4]))
+            .init(&Device::flex())
+    }
+
+    /// A real checkpoint of a tiny MLP in `dir/last`.
+    fn saved(dir: &Path) -> PathBuf {
+        let last = dir.join("last");
+        let optimizer = build_optimizer(&OptimizerConfig::new());
+        save(
+            &last,
+            &model(),
+            &optimizer,
+            &RunState::new(7, "c0nf1g".into()),
+        )
+        .unwrap();
+        last
+    }
+
+    #[test]
+    fn a_saved_checkpoint_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let last = saved(dir.path());
+        let (found, state) = load_state(&last).unwrap();
+        assert_eq!((found, state.seed), (last.clone(), 7));
+        load_model(&last, model()).unwrap();
+    }
+
+    #[test]
+    fn tidying_restores_a_lone_old_copy_and_removes_only_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let checkpoints = run.join("checkpoints");
+        let last = saved(&checkpoints);
+        // A crash between the two renames: only `.old-last-<pid>` holds the checkpoint.
+        std::fs::rename(&last, checkpoints.join(".old-last-12")).unwrap();
+        std::fs::create_dir_all(checkpoints.join(".tmp-best-13")).unwrap();
+        std::fs::write(run.join(".result.json.part-14"), "{").unwrap();
+        std::fs::write(run.join(".result.json.part-x"), "a user's").unwrap();
+        std::fs::write(run.join("notes-15"), "a user's").unwrap();
+        assert!(exists(&last));
+        let removed = tidy_run_dir(run).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(last.join("state.json").exists());
+        assert!(!checkpoints.join(".old-last-12").exists());
+        assert!(run.join(".result.json.part-x").exists() && run.join("notes-15").exists());
+        load_state(&last).unwrap();
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        assert!(
+            read_regular(&file, 4)
+                .unwrap_err()
+                .contains("5 bytes, more than the 4")
+        );
+        assert!(read_regular(dir.path(), 4).unwrap_err().contains("folder"));
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("zero");
+            std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+            assert!(
+                read_regular(&link, 1 << 30)
+                    .unwrap_err()
+                    .contains("not a regular file")
+            );
+        }
+    }
+
+    /// Writes `state` back with the weight files' real checksums, as a forger would.
+    fn forge(last: &Path, state: &mut RunState) {
+        state.model_sha256 = file_sha256(&last.join("model.bpk")).unwrap();
+        state.optimizer_sha256 = file_sha256(&last.join("optimizer.bpk")).unwrap();
+        std::fs::write(last.join("state.json"), serde_json::to_vec(state).unwrap()).unwrap();
+    }
+
+    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
+        for &(at, value) in edits {
+            if !bytes.is_empty() {
+                let i = at % bytes.len();
+                bytes[i] = value;
+            }
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut % (bytes.len() + 1));
+        }
+        bytes
+    }
+
+    proptest! {
+        // Fuzz targets for checkpoint loading: a few dozen cases in the ordinary test run,
+        // `PROPTEST_CASES=20000` for a long one.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+        ))]
+
+        #[test]
+        fn corrupt_state_files_are_errors_not_panics(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cut in proptest::option::of(any::<usize>()),
+            random in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..256)),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let last = saved(dir.path());
+            let original = std::fs::read(last.join("state.json")).unwrap();
+            let bytes = random.unwrap_or_else(|| mutate(original, &edits, cut));
+            std::fs::write(last.join("state.json"), &bytes).unwrap();
+            if let Ok((found, _)) = load_state(&last) {
+                let _ = load_model(&found, model());
+            }
+        }
+
+        #[test]
+        fn corrupt_weight_files_with_forged_checksums_are_errors_not_panics(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in proptest::option::of(any::<usize>()),
+            optimizer_file in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let last = saved(dir.path());
+            let name = if optimizer_file { "optimizer.bpk" } else { "model.bpk" };
+            let original = std::fs::read(last.join(name)).unwrap();
+            std::fs::write(last.join(name), mutate(original, &edits, cut)).unwrap();
+            let mut state: RunState =
+                serde_json::from_slice(&std::fs::read(last.join("state.json")).unwrap()).unwrap();
+            forge(&last, &mut state);
+            let (found, _) = load_state(&last).unwrap();
+            let _ = load_model(&found, model());
+            let _ = load_optimizer(&found, build_optimizer(&OptimizerConfig::new()));
+        }
+    }
 }

@@ -1,8 +1,11 @@
 //! Everything a training run is made of, as `#[derive(Config)]` structs saved in the run
 //! directory (`config.json`) and accepted back with `flint train --config`.
 
+use std::path::Path;
+
 use burn::config::Config;
 use flint_models::ModelConfig;
+use serde_json::Value;
 
 use crate::error::TrainError;
 use crate::step::RegularizationConfig;
@@ -51,6 +54,41 @@ pub struct OptimizerConfig {
     pub clip_grad_norm: Option<f64>,
 }
 
+impl OptimizerConfig {
+    /// Checks every value, naming the field and the allowed range (the one check `flint train`,
+    /// fine-tuning and the experiments share).
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |msg: String| Err(TrainError::Config(msg));
+        let o = self;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad(format!("learning rate must be positive, got {}", o.lr));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", o.momentum));
+        }
+        if o.nesterov && o.momentum == 0.0 {
+            return bad("Nesterov momentum needs a momentum above 0".into());
+        }
+        for (name, b) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(format!("{name} must be in [0, 1), got {b}"));
+            }
+        }
+        if o.eps.is_nan() || o.eps <= 0.0 {
+            return bad(format!("eps must be positive, got {}", o.eps));
+        }
+        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+            return bad(format!("weight decay must be >= 0, got {}", o.weight_decay));
+        }
+        if let Some(c) = o.clip_grad_norm
+            && !(c > 0.0 && c.is_finite())
+        {
+            return bad(format!("gradient clipping norm must be positive, got {c}"));
+        }
+        Ok(())
+    }
+}
+
 /// The shape of the learning-rate schedule.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum ScheduleKind {
@@ -83,6 +121,35 @@ pub struct ScheduleConfig {
 }
 
 impl ScheduleConfig {
+    /// Checks every value for a run of `epochs` epochs at peak rate `lr`, naming the field and
+    /// the allowed range.
+    pub fn validate(&self, epochs: usize, lr: f64) -> Result<(), TrainError> {
+        let bad = |msg: String| Err(TrainError::Config(msg));
+        let s = self;
+        if !(s.warmup_epochs >= 0.0 && s.warmup_epochs <= epochs as f64) {
+            return bad(format!(
+                "warm-up must be between 0 and the {} epochs, got {}",
+                epochs, s.warmup_epochs
+            ));
+        }
+        // step_size is refused at 0 whatever the schedule: it is never meaningful, and a
+        // configuration switched to the step schedule later must not start with it.
+        if s.step_size == 0 || (s.kind == ScheduleKind::Step && !(s.gamma > 0.0 && s.gamma <= 1.0))
+        {
+            return bad(format!(
+                "step schedule needs step_size >= 1 and gamma in (0, 1], got {} and {}",
+                s.step_size, s.gamma
+            ));
+        }
+        if s.kind == ScheduleKind::Cosine && !(s.min_lr >= 0.0 && s.min_lr <= lr) {
+            return bad(format!(
+                "cosine min_lr must be in [0, lr = {}], got {}",
+                lr, s.min_lr
+            ));
+        }
+        Ok(())
+    }
+
     /// The learning rate at `step` (0-based) of a run of `total_steps`, with `steps_per_epoch`.
     pub fn lr_at(&self, peak: f64, step: usize, steps_per_epoch: usize, total_steps: usize) -> f64 {
         let warmup = (self.warmup_epochs * steps_per_epoch as f64).round() as usize;
@@ -183,52 +250,12 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch size must be at least 1".into());
         }
-        let o = &self.optimizer;
-        if !(o.lr.is_finite() && o.lr > 0.0) {
-            return bad(format!("learning rate must be positive, got {}", o.lr));
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return bad(format!("momentum must be in [0, 1), got {}", o.momentum));
-        }
-        if o.nesterov && o.momentum == 0.0 {
-            return bad("Nesterov momentum needs a momentum above 0".into());
-        }
-        for (name, b) in [("beta1", o.beta1), ("beta2", o.beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                return bad(format!("{name} must be in [0, 1), got {b}"));
-            }
-        }
-        if o.eps.is_nan() || o.eps <= 0.0 {
-            return bad(format!("eps must be positive, got {}", o.eps));
-        }
-        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
-            return bad(format!("weight decay must be >= 0, got {}", o.weight_decay));
-        }
-        if let Some(c) = o.clip_grad_norm
-            && !(c > 0.0 && c.is_finite())
-        {
-            return bad(format!("gradient clipping norm must be positive, got {c}"));
-        }
-        let s = &self.schedule;
-        if !(s.warmup_epochs >= 0.0 && s.warmup_epochs <= self.epochs as f64) {
-            return bad(format!(
-                "warm-up must be between 0 and the {} epochs, got {}",
-                self.epochs, s.warmup_epochs
-            ));
-        }
-        if s.kind == ScheduleKind::Step && (s.step_size == 0 || !(s.gamma > 0.0 && s.gamma <= 1.0))
-        {
-            return bad(format!(
-                "step schedule needs step_size >= 1 and gamma in (0, 1], got {} and {}",
-                s.step_size, s.gamma
-            ));
-        }
-        if s.kind == ScheduleKind::Cosine && !(s.min_lr >= 0.0 && s.min_lr <= o.lr) {
-            return bad(format!(
-                "cosine min_lr must be in [0, lr = {}], got {}",
-                o.lr, s.min_lr
-            ));
-        }
+        self.optimizer.validate()?;
+        self.schedule.validate(self.epochs, self.optimizer.lr)?;
+        crate::memory::check_model_memory(
+            &self.model,
+            crate::memory::MemoryUse::Training { batch: 1 },
+        )?;
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad(format!(
                 "validation fraction must be in [0, 1), got {}",
@@ -259,6 +286,67 @@ impl TrainConfig {
     }
 }
 
+/// Largest configuration file read (a real one is a few kB): a path to something endless, such
+/// as `/dev/zero`, is refused instead of read.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads a configuration JSON file (a `TrainConfig`, an experiment's or a fine-tuning run's)
+/// strictly: only a regular file of at most 4 MiB is read, and a key the configuration does not
+/// have (a misspelt `"dropuot"`) is refused, naming it, rather than silently ignored as burn's
+/// `Config::load` does.
+pub fn load_strict<C>(path: impl AsRef<Path>) -> Result<C, TrainError>
+where
+    C: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let path = path.as_ref();
+    let fail = |reason: String| TrainError::ConfigFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = crate::checkpoint::read_regular(path, MAX_CONFIG_BYTES).map_err(fail)?;
+    let given: Value =
+        serde_json::from_slice(&bytes).map_err(|e| fail(format!("not valid JSON ({e})")))?;
+    let config: C = serde_json::from_value(given.clone()).map_err(|e| fail(e.to_string()))?;
+    let known = serde_json::to_value(&config).map_err(|e| fail(e.to_string()))?;
+    if let Some(key) = unknown_key(&given, &known, "") {
+        return Err(fail(format!(
+            "unknown key `{key}` (misspelt, or from another program?); remove it or correct its name"
+        )));
+    }
+    Ok(config)
+}
+
+/// The first key path of `given` that `known` (the same value as the configuration writes it)
+/// lacks.
+fn unknown_key(given: &Value, known: &Value, at: &str) -> Option<String> {
+    match (given, known) {
+        (Value::Object(g), Value::Object(k)) => g.iter().find_map(|(key, value)| {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            match k.get(key) {
+                None => Some(path),
+                Some(known_value) => unknown_key(value, known_value, &path),
+            }
+        }),
+        (Value::Array(g), Value::Array(k)) => g
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (g, k))| unknown_key(g, k, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+impl TrainConfig {
+    /// Reads a `TrainConfig` JSON file strictly ([`load_strict`]).
+    pub fn load_checked(path: impl AsRef<Path>) -> Result<Self, TrainError> {
+        load_strict(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +371,27 @@ mod tests {
         assert!((cos.lr_at(1.0, 0, 10, 100) - 1.0).abs() < 1e-12);
         assert!((cos.lr_at(1.0, 50, 10, 100) - 0.5).abs() < 1e-12);
         assert!(cos.lr_at(1.0, 99, 10, 100) < 0.001);
+    }
+
+    #[test]
+    fn config_files_with_unknown_keys_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut value =
+            serde_json::to_value(TrainConfig::new(ModelConfig::reference("mlp").unwrap())).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&value).unwrap()).unwrap();
+        assert!(TrainConfig::load_checked(&path).is_ok());
+
+        value["dropuot"] = 0.9.into();
+        std::fs::write(&path, serde_json::to_vec(&value).unwrap()).unwrap();
+        let msg = TrainConfig::load_checked(&path).unwrap_err().to_string();
+        assert!(msg.contains("unknown key `dropuot`"), "{msg}");
+
+        value.as_object_mut().unwrap().remove("dropuot");
+        value["model"]["Mlp"]["hiden"] = serde_json::json!([5]);
+        std::fs::write(&path, serde_json::to_vec(&value).unwrap()).unwrap();
+        let msg = TrainConfig::load_checked(&path).unwrap_err().to_string();
+        assert!(msg.contains("unknown key `model.Mlp.hiden`"), "{msg}");
     }
 
     #[test]

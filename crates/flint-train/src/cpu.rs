@@ -43,17 +43,20 @@ pub fn flush_denormals_on_compute_threads() {
 
 /// Builds the global compute thread pool (burn-flex, gemm and flint's own parallel loops run on
 /// it) with `threads` threads, or one per core, and flushes denormals on it and on the calling
-/// thread. Returns an error if the pool was already built.
+/// thread. Returns an error if the pool was already built or its threads cannot be started
+/// (say, too many for the address space): after that failure rayon refuses to build any global
+/// pool, so the caller must stop rather than go on computing.
 pub fn configure_threads(threads: Option<usize>) -> Result<(), String> {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         builder = builder.num_threads(n);
     }
-    let built = builder
-        .build_global()
-        .map_err(|e| format!("cannot configure the compute threads: {e}"));
+    builder.build_global().map_err(|e| match threads {
+        Some(n) => format!("cannot start {n} compute threads ({e}); ask for fewer with --threads"),
+        None => format!("cannot start the compute threads ({e})"),
+    })?;
     flush_denormals_on_compute_threads();
-    built
+    Ok(())
 }
 
 #[cfg(test)]

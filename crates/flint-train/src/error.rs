@@ -8,6 +8,10 @@ pub enum TrainError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A configuration file cannot be read, is not valid JSON of the configuration, or has a
+    /// key the configuration does not know.
+    #[error("cannot read config {path}: {reason}")]
+    ConfigFile { path: PathBuf, reason: String },
     /// The data could not be found or read.
     #[error(transparent)]
     Data(#[from] flint_data::DataError),
@@ -21,18 +25,30 @@ pub enum TrainError {
     /// A checkpoint is missing, corrupt, or from another configuration.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
-    /// The loss stopped being a finite number.
+    /// The loss stopped being a finite number, or exploded far above any loss a training run
+    /// reaches (see [`crate::step::loss_diverged`]).
     #[error(
-        "the loss became {loss} at epoch {epoch}, batch {batch}: training stopped. {}",
+        "the loss {} at epoch {epoch}, batch {batch}: training stopped. {}",
+        if loss.is_finite() {
+            format!(
+                "exploded to {loss:e} (more than {}x the {uniform:.2} of a uniform guess): the \
+                 run diverged; lower the learning rate",
+                crate::step::DIVERGENCE_FACTOR
+            )
+        } else {
+            format!("became {loss}")
+        },
         match checkpoint {
             Some(p) => format!("The last good checkpoint is kept in {}.", p.display()),
             None => "No epoch had completed, so there is no checkpoint.".to_string(),
         }
     )]
-    NonFinite {
+    Diverged {
         epoch: usize,
         batch: usize,
         loss: f32,
+        /// The cross-entropy of a uniform guess over the classes, `ln(classes)`.
+        uniform: f32,
         checkpoint: Option<PathBuf>,
     },
     /// The output folder already holds a run.
@@ -40,6 +56,11 @@ pub enum TrainError {
         "{0} already holds a run (config.json); continue it with --resume {0}, or choose another --output"
     )]
     RunExists(PathBuf),
+    /// The output folder holds files flint did not write: a run never replaces them.
+    #[error(
+        "{path} is not empty ({found}); a run is written only into a new or empty folder: choose another --output"
+    )]
+    OutputNotEmpty { path: PathBuf, found: String },
     /// A report or plot could not be written.
     #[error("report: {0}")]
     Report(String),

@@ -38,6 +38,6 @@ pub use metrics::{ConfusionMatrix, EpochMetrics, EpochTally, EvalAccumulator, Ev
 pub use progress::ProgressMode;
 pub use step::{RegularizationConfig, StepOutput, StepRule, training_step};
 pub use trainer::{
-    RunData, RunOptions, RunOutcome, check_model_fits, evaluate, load_data, load_trained, resume,
-    train,
+    RunData, RunOptions, RunOutcome, check_model_fits, evaluate, load_data, load_trained,
+    prepare_run_dir, resume, train,
 };

@@ -47,6 +47,16 @@ impl Progress {
         }
     }
 
+    /// A warning: something the user should know about the run (a file that was skipped), on
+    /// stderr in every mode but `Silent`, whose caller reports itself.
+    pub fn warn(&self, text: &str) {
+        match (self.mode, &self.bar) {
+            (ProgressMode::Silent, _) => {}
+            (_, Some(bar)) => bar.println(format!("warning: {text}")),
+            (_, None) => eprintln!("warning: {text}"),
+        }
+    }
+
     /// Starts an epoch of `batches` batches.
     pub fn start_epoch(&mut self, epoch: usize, epochs: usize, batches: usize) {
         if self.mode != ProgressMode::Bar {

@@ -102,10 +102,28 @@ pub struct StepOutput {
     pub logits: Tensor<2>,
 }
 
-/// One step on a batch at learning rate `lr`. A cross-entropy that is not finite returns
-/// `Err(value)` before any update; the caller names the epoch and batch. (Only the data loss is
-/// read back, one device sync per step: a non-finite weight makes it non-finite too, so the
-/// penalty needs no check of its own.)
+/// How far above a uniform guess's cross-entropy (`ln(classes)`) a batch loss may go before a
+/// run counts as diverged. Training starts near `ln(classes)` and goes down; a loss a thousand
+/// times higher only comes from a run whose weights are blowing up (say Adam at lr 1e6), and
+/// going on would end "successfully" with garbage.
+pub const DIVERGENCE_FACTOR: f32 = 1000.0;
+
+/// Whether a batch's mean cross-entropy over `classes` classes means the run has diverged: not
+/// finite, or above [`DIVERGENCE_FACTOR`] times `ln(classes)`.
+pub fn loss_diverged(loss: f32, classes: usize) -> bool {
+    !loss.is_finite() || loss > DIVERGENCE_FACTOR * uniform_loss(classes)
+}
+
+/// The cross-entropy of a uniform guess over `classes` classes, `ln(classes)` (at least `ln 2`).
+pub fn uniform_loss(classes: usize) -> f32 {
+    (classes.max(2) as f32).ln()
+}
+
+/// One step on a batch at learning rate `lr`. A cross-entropy that diverged
+/// ([`loss_diverged`]: not finite, or exploded) returns `Err(value)` before any update; the
+/// caller names the epoch and batch. (Only the data loss is read back, one device sync per
+/// step: a non-finite weight makes it non-finite too, so the penalty needs no check of its
+/// own.)
 pub fn training_step(
     model: Classifier,
     optimizer: &mut ModuleOptimizer,
@@ -118,7 +136,7 @@ pub fn training_step(
     let logits = model.forward(images);
     let data_loss = loss_fn.forward(logits.clone(), targets);
     let loss_value: f32 = data_loss.clone().into_scalar();
-    if !loss_value.is_finite() {
+    if loss_diverged(loss_value, logits.dims()[1]) {
         return Err(loss_value);
     }
     let loss = match rule.regularization.and_then(RegularizationConfig::penalty) {

@@ -118,7 +118,14 @@ pub fn load_data(config: &TrainConfig, locator: &Locator) -> Result<RunData, Tra
     } else {
         (train, test.clone(), "test")
     };
-    check_model_fits(&config.model, train.shape(), train.num_classes())?;
+    // Every split is checked, not only the training one: a test split of other images would
+    // otherwise fail in the model's forward pass after a whole epoch of training.
+    for (split, set) in [("training", &train), ("test", &test)] {
+        check_model_fits(&config.model, set.shape(), set.num_classes()).map_err(|e| match e {
+            TrainError::Config(msg) => TrainError::Config(format!("{split} split: {msg}")),
+            other => other,
+        })?;
+    }
     Ok(RunData {
         train,
         eval,
@@ -208,6 +215,46 @@ fn default_run_dir(config: &TrainConfig) -> PathBuf {
     ))
 }
 
+/// Makes `run_dir` ready for a new run: a new folder, or an empty one. A folder that already
+/// holds a run is refused with the way to continue it, and one holding anything else with what
+/// it holds: a run never replaces files flint did not write (a user's `report.md`, or `/`).
+pub fn prepare_run_dir(run_dir: &Path) -> Result<(), TrainError> {
+    if run_dir.join("config.json").exists() {
+        return Err(TrainError::RunExists(run_dir.to_path_buf()));
+    }
+    match std::fs::symlink_metadata(run_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(TrainError::io(run_dir, e)),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(TrainError::OutputNotEmpty {
+                path: run_dir.to_path_buf(),
+                found: "it is a file or link, not a folder".into(),
+            });
+        }
+        Ok(_) => {
+            let mut names: Vec<String> = std::fs::read_dir(run_dir)
+                .map_err(|e| TrainError::io(run_dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            if !names.is_empty() {
+                names.sort();
+                let count = names.len();
+                names.truncate(3);
+                let more = if count > 3 {
+                    format!(" and {} more", count - 3)
+                } else {
+                    String::new()
+                };
+                return Err(TrainError::OutputNotEmpty {
+                    path: run_dir.to_path_buf(),
+                    found: format!("it holds {}{more}", names.join(", ")),
+                });
+            }
+        }
+    }
+    std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))
+}
+
 /// Trains a new run.
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunOutcome, TrainError> {
     config.validate()?;
@@ -215,22 +262,17 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<RunOutcome, T
         .output
         .clone()
         .unwrap_or_else(|| default_run_dir(config));
-    if run_dir.join("config.json").exists() {
-        return Err(TrainError::RunExists(run_dir));
-    }
-    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+    prepare_run_dir(&run_dir)?;
     let json = serde_json::to_vec_pretty(config).map_err(|e| TrainError::Report(e.to_string()))?;
     checkpoint::write_atomic(&run_dir.join("config.json"), &json)?;
     run(config, &run_dir, options, false)
 }
 
-/// Continues a run from its last checkpoint, exactly where it stopped.
+/// Continues a run from its last checkpoint, exactly where it stopped. A run killed before its
+/// first checkpoint starts again from the beginning (the same seed gives the same run); the
+/// temporary copies killed runs leave behind are removed first ([`checkpoint::tidy_run_dir`]).
 pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<RunOutcome, TrainError> {
-    let path = run_dir.join("config.json");
-    let config = TrainConfig::load(&path).map_err(|e| TrainError::Checkpoint {
-        path: run_dir.to_path_buf(),
-        reason: format!("cannot read config.json: {e}"),
-    })?;
+    let config = TrainConfig::load_checked(run_dir.join("config.json"))?;
     config.validate()?;
     run(&config, run_dir, options, true)
 }
@@ -244,6 +286,12 @@ fn run(
     let start = Instant::now();
     let mut progress = crate::progress::Progress::new(options.progress);
     let data = load_data(config, &options.locator)?;
+    crate::memory::check_model_memory(
+        &config.model,
+        crate::memory::MemoryUse::Training {
+            batch: config.batch_size.min(data.train.len()),
+        },
+    )?;
     let config_sha = checkpoint::file_sha256(&run_dir.join("config.json"))?;
     let last_dir = run_dir.join("checkpoints").join("last");
     let best_dir = run_dir.join("checkpoints").join("best");
@@ -257,6 +305,11 @@ fn run(
     let mut optimizer = build_optimizer(&config.optimizer);
     let mut state = RunState::new(config.seed, config_sha.clone());
     if resuming {
+        checkpoint::tidy_run_dir(run_dir)?;
+    }
+    // No checkpoint at all: killed during the first epoch, so the run starts again. One that
+    // only lost `last` (with `best` still there) is refused by `load_state` below.
+    if resuming && (checkpoint::exists(&last_dir) || checkpoint::exists(&best_dir)) {
         let (dir, saved) = checkpoint::load_state(&last_dir)?;
         if saved.config_sha256 != config_sha {
             return Err(TrainError::Checkpoint {
@@ -272,6 +325,11 @@ fn run(
             saved.epoch
         ));
         state = saved;
+    } else if resuming {
+        progress.info(&format!(
+            "{} has no checkpoint yet (stopped during its first epoch): starting it again",
+            run_dir.display()
+        ));
     }
     progress.info(&format!(
         "training {} on {} ({} images, evaluating on {} {}), run directory {}",
@@ -333,10 +391,11 @@ fn run(
             let step = match step {
                 Ok(step) => step,
                 Err(loss) => {
-                    return Err(TrainError::NonFinite {
+                    return Err(TrainError::Diverged {
                         epoch,
                         batch: b + 1,
                         loss,
+                        uniform: crate::step::uniform_loss(data.train.num_classes()),
                         checkpoint: last_dir
                             .join("state.json")
                             .exists()
@@ -484,12 +543,19 @@ pub fn load_trained(path: &Path, device: &Device) -> Result<(TrainConfig, Classi
             })?;
         (run.to_path_buf(), path.to_path_buf())
     };
-    let config =
-        TrainConfig::load(run_dir.join("config.json")).map_err(|e| TrainError::Checkpoint {
-            path: run_dir.clone(),
-            reason: format!("cannot read config.json: {e}"),
-        })?;
-    let (dir, _) = checkpoint::load_state(&ckpt)?;
+    let config_path = run_dir.join("config.json");
+    let config = TrainConfig::load_checked(&config_path)?;
+    let (dir, state) = checkpoint::load_state(&ckpt)?;
+    // As `resume` does: a config.json edited after training would rebuild another model (or
+    // evaluate on other data) than the one these weights were trained as.
+    if checkpoint::file_sha256(&config_path)? != state.config_sha256 {
+        return Err(TrainError::Checkpoint {
+            path: config_path,
+            reason: "config.json has changed since this checkpoint was written; restore it (the \
+                     run's weights belong to the configuration they were trained with)"
+                .into(),
+        });
+    }
     let model = checkpoint::load_model(&dir, config.model.init(device))?;
     Ok((config, model.valid()))
 }

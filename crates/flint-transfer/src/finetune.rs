@@ -25,7 +25,7 @@ use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleL
 use burn::prelude::*;
 use flint_data::{
     ClassificationBatch, ImageBatcher, ImageFolder, ImageFolderDataset, ImageSet, ImageTransform,
-    LabelledSet, LoaderOptions, TensorBatcher, derive_seed, loader, train_val_split,
+    LabelledSet, LoaderOptions, SkippedFile, TensorBatcher, derive_seed, loader, train_val_split,
 };
 use flint_train::checkpoint::{self, RunState};
 use flint_train::optim::build_optimizer;
@@ -142,12 +142,9 @@ impl FinetuneConfig {
         if self.batch_size == 0 {
             return bad("batch size must be at least 1".into());
         }
-        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
-            return bad(format!(
-                "learning rate must be positive, got {}",
-                self.optimizer.lr
-            ));
-        }
+        // The same checks as `flint train`'s, so both refuse the same values.
+        self.optimizer.validate()?;
+        self.schedule.validate(self.epochs, self.optimizer.lr)?;
         if !(self.backbone_lr_factor > 0.0 && self.backbone_lr_factor <= 1.0) {
             return bad(format!(
                 "backbone learning-rate factor must be in (0, 1], got {}",
@@ -211,6 +208,23 @@ impl TransferData {
             )));
         }
         Ok(Self::Folder { train, val })
+    }
+
+    /// The files of the folders that could not be used, each once, with why.
+    pub fn skipped(&self) -> Vec<SkippedFile> {
+        let mut all: Vec<SkippedFile> = match self {
+            Self::Folder { train, val } => train
+                .skipped()
+                .iter()
+                .chain(val.skipped())
+                .cloned()
+                .collect(),
+            Self::Images { .. } => Vec::new(),
+        };
+        // A folder split in two shares one scan, so its skipped files appear on both sides.
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all.dedup_by(|a, b| a.path == b.path);
+        all
     }
 
     /// Class names.
@@ -428,7 +442,8 @@ impl<'a> RunContext<'a> {
                 run_dir.display()
             )));
         }
-        std::fs::create_dir_all(&run_dir).map_err(|e| TransferError::io(&run_dir, e))?;
+        // A new or empty folder only, as for `flint train`: never replace a user's files.
+        flint_train::prepare_run_dir(&run_dir)?;
         let run_config = RunConfig {
             finetune: config.clone(),
             classes: data.class_names(),
@@ -470,6 +485,10 @@ impl<'a> RunContext<'a> {
         start: Instant,
     ) -> Result<FinetuneOutcome, TransferError> {
         flint_train::cpu::flush_denormals_on_compute_threads();
+        for file in self.data.skipped() {
+            self.progress
+                .warn(&format!("skipped {}: {}", file.path.display(), file.reason));
+        }
         let run = &mut self;
         let config = run.config;
         let final_val = match config.strategy {
@@ -618,7 +637,8 @@ impl RunContext<'_> {
                 let (x, y) = feature_batch(&train_features, chunk, &train_device);
                 let logits = head.forward(x);
                 let loss = ce.forward(logits.clone(), y.clone());
-                tally.add(finite_loss(&loss, epoch, b)?, logits, y);
+                let classes = logits.dims()[1];
+                tally.add(checked_loss(&loss, classes, epoch, b)?, logits, y);
                 let grads = GradientsParams::from_grads(loss.backward(), &head);
                 head = optimizer.step(lr, head, grads);
                 self.progress
@@ -735,7 +755,12 @@ impl RunContext<'_> {
                 lr = self.lr_at(epoch, b, steps);
                 let logits = model.forward(batch.images);
                 let loss = ce.forward(logits.clone(), batch.targets.clone());
-                tally.add(finite_loss(&loss, epoch, b)?, logits, batch.targets);
+                let classes = logits.dims()[1];
+                tally.add(
+                    checked_loss(&loss, classes, epoch, b)?,
+                    logits,
+                    batch.targets,
+                );
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 let rates = group_rates(lr, config.backbone_lr_factor, &backbone_group);
                 model = optimizer.step(rates, model, grads);
@@ -812,9 +837,11 @@ impl RunContext<'_> {
         )
         .is_ok();
         let peak = resident_memory().map(|m| m.peak_mib);
+        let skipped = self.data.skipped();
         write_report(
             &self.run_dir.join("report.md"),
             self.config,
+            &skipped,
             &self.state.history,
             self.best_val,
             final_val,
@@ -836,6 +863,10 @@ impl RunContext<'_> {
             "feature_extraction_secs": self.extract_secs,
             "feature_cache": self.cache.as_ref().map(|c| format!("{c:?}")),
             "peak_rss_mib": peak,
+            "skipped_files": skipped
+                .iter()
+                .map(|f| serde_json::json!({"path": f.path, "reason": f.reason}))
+                .collect::<Vec<_>>(),
         });
         checkpoint::write_atomic(
             &self.run_dir.join("result.json"),
@@ -917,16 +948,23 @@ fn feature_batch(f: &Features, rows: &[usize], device: &Device) -> (Tensor<2>, T
     )
 }
 
-/// The batch's loss as a number, or the error that stops a run whose loss is not finite.
-fn finite_loss(loss: &Tensor<1>, epoch: usize, batch: usize) -> Result<f32, TransferError> {
+/// The batch's loss as a number, or the error that stops a run whose loss diverged (not
+/// finite, or exploded: [`flint_train::step::loss_diverged`]), as `flint train` stops.
+fn checked_loss(
+    loss: &Tensor<1>,
+    classes: usize,
+    epoch: usize,
+    batch: usize,
+) -> Result<f32, TransferError> {
     let l: f32 = loss.clone().into_scalar();
-    if l.is_finite() {
+    if !flint_train::step::loss_diverged(l, classes) {
         Ok(l)
     } else {
-        Err(flint_train::TrainError::NonFinite {
+        Err(flint_train::TrainError::Diverged {
             epoch,
             batch: batch + 1,
             loss: l,
+            uniform: flint_train::step::uniform_loss(classes),
             checkpoint: None,
         }
         .into())
@@ -1003,6 +1041,7 @@ pub fn evaluate_loader(
 fn write_report(
     path: &Path,
     config: &FinetuneConfig,
+    skipped: &[SkippedFile],
     history: &[EpochMetrics],
     best: (f64, usize),
     final_val: &EvalReport,
@@ -1072,6 +1111,16 @@ fn write_report(
     {
         let _ = writeln!(md, "- {name}: {:.2} %", acc * 100.0);
     }
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Skipped files\n\n{} files of the image folder could not be used:\n",
+            skipped.len()
+        );
+        for file in skipped {
+            let _ = writeln!(md, "- `{}`: {}", file.path.display(), file.reason);
+        }
+    }
     checkpoint::write_atomic(path, md.as_bytes())?;
     Ok(())
 }
@@ -1084,7 +1133,7 @@ pub fn is_finetune_run(path: &Path) -> bool {
 fn run_root(path: &Path) -> Option<PathBuf> {
     path.ancestors()
         .find(|a| {
-            std::fs::read(a.join("config.json"))
+            checkpoint::read_regular(&a.join("config.json"), 4 << 20)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<RunConfig>(&b).ok())
                 .is_some()
@@ -1104,9 +1153,8 @@ pub fn load_finetuned(
             path.display()
         ))
     })?;
-    let bytes = std::fs::read(root.join("config.json")).map_err(|e| TransferError::io(&root, e))?;
-    let config: RunConfig = serde_json::from_slice(&bytes)
-        .map_err(|e| TransferError::Invalid(format!("{}: {e}", root.display())))?;
+    let config_path = root.join("config.json");
+    let config: RunConfig = flint_train::config::load_strict(&config_path)?;
     let ckpt = if path.join("state.json").is_file() {
         path.to_path_buf()
     } else {
@@ -1128,7 +1176,17 @@ pub fn load_finetuned(
         )?,
         backbone: pretrained.backbone,
     };
-    let (dir, _) = checkpoint::load_state(&ckpt)?;
+    let (dir, state) = checkpoint::load_state(&ckpt)?;
+    // As `flint train`'s runs: weights belong to the configuration they were trained with.
+    if checkpoint::file_sha256(&config_path)? != state.config_sha256 {
+        return Err(flint_train::TrainError::Checkpoint {
+            path: config_path,
+            reason: "config.json has changed since this checkpoint was written; restore it (the \
+                     run's weights belong to the configuration they were trained with)"
+                .into(),
+        }
+        .into());
+    }
     let model = checkpoint::load_model(&dir, model)?;
     Ok((config, model.valid(), input))
 }
