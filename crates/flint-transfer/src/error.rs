@@ -73,6 +73,19 @@ pub enum TransferError {
         /// The error.
         source: std::io::Error,
     },
+    /// A tensor of the file holds another kind of values than the model's (integers where the
+    /// model has floats).
+    #[error("{path}: tensor `{tensor}` holds {found} values but the model expects {expected}")]
+    DType {
+        /// The file.
+        path: PathBuf,
+        /// The model's tensor path.
+        tensor: String,
+        /// The file's element type (`int64`, `bool`, ...).
+        found: String,
+        /// What the model takes.
+        expected: String,
+    },
 }
 
 impl TransferError {

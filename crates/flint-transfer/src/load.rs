@@ -6,13 +6,23 @@
 //! `load_state_dict` after a `re.sub`. Every tensor the model has must come from the file unless
 //! missing ones are allowed (then they keep their initial values); tensors of the file the model
 //! does not use are listed, not an error (a classifier being replaced, an optimiser's extras).
+//!
+//! Half-precision (`float16`, `bfloat16`) and double (`float64`) tensors are converted to
+//! `float32`, the precision of flint's models, and listed in the report; a tensor of integers or
+//! booleans where the model has floats is an error naming it. Only regular files are read (a
+//! symbolic link is followed to one), so a FIFO or a device named like a weight file is refused
+//! instead of read without end.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
+use burn::tensor::DType;
+use burn_store::burn_pack::{Error as PackError, Tensor as PackTensor};
 use burn_store::{
-    ApplyError, ModuleSnapshot, PathFilter, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyError, ModuleAdapter, ModuleContext, ModuleSnapshot, ModuleStore, PathFilter,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, bridge,
 };
 
 use crate::error::TransferError;
@@ -66,6 +76,9 @@ pub struct LoadReport {
     /// File tensors the model did not use. PyTorch's integer `num_batches_tracked` counters
     /// are never loaded (flint's batch norm keeps its own) and not listed.
     pub unused: Vec<String>,
+    /// Loaded model tensors that the file holds in another floating-point type (`F16`, `BF16`,
+    /// `F64`), each with that type; they were converted to `float32` (rounded to nearest).
+    pub converted: Vec<(String, DType)>,
 }
 
 impl fmt::Display for LoadReport {
@@ -84,6 +97,29 @@ impl fmt::Display for LoadReport {
                 writeln!(f, "  {what}: {}", list.join(", "))?;
             }
         }
+        // One line per source type: "12 tensors converted from float16 to float32: ...".
+        let mut from: Vec<DType> = Vec::new();
+        for (_, dtype) in &self.converted {
+            if !from.contains(dtype) {
+                from.push(*dtype);
+            }
+        }
+        for dtype in from {
+            let names: Vec<&str> = self
+                .converted
+                .iter()
+                .filter(|(_, d)| *d == dtype)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            writeln!(
+                f,
+                "  {} tensor{} converted from {} to float32: {}",
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                dtype_name(dtype),
+                names.join(", ")
+            )?;
+        }
         Ok(())
     }
 }
@@ -91,9 +127,14 @@ impl fmt::Display for LoadReport {
 /// Loads `path` into `model`. The format follows the extension: `.pt`, `.pth`, `.bin`
 /// (PyTorch pickles) or `.safetensors`.
 ///
+/// Floating-point tensors of another precision than `float32` are converted and listed in
+/// [`LoadReport::converted`].
+///
 /// # Errors
-/// A file of another type or that cannot be read, a tensor whose shape does not fit (naming
-/// the tensor and both shapes), and, unless allowed, model tensors the file lacks.
+/// A path that is not a regular file (after following symbolic links), a file of another type
+/// or that cannot be read, a tensor whose shape does not fit (naming the tensor and both
+/// shapes), a tensor of integers or booleans where the model has floats (naming it), and, unless
+/// allowed, model tensors the file lacks.
 pub fn load_weights<M: Module>(
     mut model: M,
     path: &Path,
@@ -104,51 +145,9 @@ pub fn load_weights<M: Module>(
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    if !path.is_file() {
-        return Err(TransferError::BadFile {
-            path: path.to_path_buf(),
-            format: "weight",
-            reason: "no such file".into(),
-        });
-    }
-    let skip_counters =
-        PathFilter::new().with_predicate(|p, _| !p.ends_with("num_batches_tracked"));
-    let bad = |format: &'static str, reason: String| TransferError::BadFile {
-        path: path.to_path_buf(),
-        format,
-        reason,
-    };
-    let (format, result) = match ext.as_str() {
-        "pt" | "pth" | "bin" => {
-            let mut store = PytorchStore::from_file(path)
-                .filter(skip_counters)
-                .allow_partial(true)
-                .validate(false);
-            if let Some(key) = &options.top_level_key {
-                store = store.with_top_level_key(key.clone());
-            }
-            for (pattern, replacement) in &options.remap {
-                store = store.with_key_remapping(pattern, replacement);
-            }
-            let result = model
-                .load_from(&mut store)
-                .map_err(|e| bad("PyTorch", e.to_string()))?;
-            ("pytorch", result)
-        }
-        "safetensors" => {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .filter(skip_counters)
-                .allow_partial(true)
-                .validate(false);
-            for (pattern, replacement) in &options.remap {
-                store = store.with_key_remapping(pattern, replacement);
-            }
-            let result = model
-                .load_from(&mut store)
-                .map_err(|e| bad("safetensors", e.to_string()))?;
-            ("safetensors", result)
-        }
+    let format = match ext.as_str() {
+        "pt" | "pth" | "bin" => "PyTorch",
+        "safetensors" => "safetensors",
         "onnx" => {
             return Err(TransferError::Invalid(format!(
                 "{}: ONNX models are compiled into flint at build time (crate flint-pretrained), \
@@ -163,6 +162,45 @@ pub fn load_weights<M: Module>(
             )));
         }
     };
+    let bad = |reason: String| TransferError::BadFile {
+        path: path.to_path_buf(),
+        format,
+        reason,
+    };
+    let len = regular_file(path).map_err(bad)?.len();
+    // The stores only index the file here (safetensors: its header, through a memory map;
+    // PyTorch: the pickle, with every tensor's extent checked against the file); tensor bytes
+    // are read when the model takes them.
+    let (tensors, skip_enum_variants): (Vec<PackTensor>, bool) = if format == "PyTorch" {
+        let mut store = PytorchStore::from_file(path);
+        if let Some(key) = &options.top_level_key {
+            store = store.with_top_level_key(key.clone());
+        }
+        for (pattern, replacement) in &options.remap {
+            store = store.with_key_remapping(pattern, replacement);
+        }
+        let tensors = store.get_all_tensors().map_err(|e| bad(e.to_string()))?;
+        // PyTorch files name no enum variants; burn's own PytorchStore skips them too.
+        (tensors.values().cloned().collect(), true)
+    } else {
+        check_safetensors_header(path, len).map_err(bad)?;
+        let mut store = SafetensorsStore::from_file(path);
+        for (pattern, replacement) in &options.remap {
+            store = store.with_key_remapping(pattern, replacement);
+        }
+        let tensors = store.get_all_tensors().map_err(|e| bad(e.to_string()))?;
+        (tensors.values().cloned().collect(), false)
+    };
+    let skip_counters =
+        PathFilter::new().with_predicate(|p, _| !p.ends_with("num_batches_tracked"));
+    let to_f32 = ToF32::default();
+    let adapter = to_f32.clone().chain(PyTorchToBurnAdapter);
+    let result = model.apply(
+        tensors,
+        Some(skip_counters),
+        Some(Box::new(adapter)),
+        skip_enum_variants,
+    );
     if let Some(e) = result.errors.first() {
         return Err(match e {
             ApplyError::ShapeMismatch {
@@ -184,6 +222,20 @@ pub fn load_weights<M: Module>(
                     found,
                 }
             }
+            ApplyError::DTypeMismatch {
+                path: tensor,
+                expected,
+                found,
+            } => TransferError::DType {
+                path: path.to_path_buf(),
+                tensor: tensor.clone(),
+                found: dtype_name(*found),
+                expected: if expected.is_float() {
+                    "floating-point values (float16, bfloat16, float32 or float64)".into()
+                } else {
+                    format!("{} values", dtype_name(*expected))
+                },
+            },
             other => TransferError::Apply {
                 path: path.to_path_buf(),
                 reason: other.to_string(),
@@ -207,12 +259,153 @@ pub fn load_weights<M: Module>(
             missing,
         });
     }
+    // The adapter sees every matched tensor, also those filtered out afterwards: keep the
+    // conversions of tensors that were loaded.
+    let converted = to_f32
+        .take()
+        .into_iter()
+        .filter(|(name, _)| result.applied.contains(name))
+        .collect();
     let report = LoadReport {
         path: path.to_path_buf(),
-        format,
+        format: if format == "PyTorch" {
+            "pytorch"
+        } else {
+            "safetensors"
+        },
         loaded: result.applied,
         missing,
         unused,
+        converted,
     };
     Ok((model, report))
+}
+
+/// The metadata of `path` if it is a regular file once symbolic links are followed. A FIFO, a
+/// device (`/dev/zero`) or a directory is refused: reading one would block or never end.
+pub(crate) fn regular_file(path: &Path) -> Result<std::fs::Metadata, String> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => e.to_string(),
+    })?;
+    if meta.is_file() {
+        return Ok(meta);
+    }
+    let what = if meta.is_dir() {
+        "a directory"
+    } else {
+        file_type_name(&meta.file_type())
+    };
+    Err(format!("not a regular file ({what})"))
+}
+
+#[cfg(unix)]
+fn file_type_name(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(not(unix))]
+fn file_type_name(_: &std::fs::FileType) -> &'static str {
+    "not a file"
+}
+
+/// The most a safetensors JSON header may take. The format allows 100 MB; a real header names
+/// a few hundred bytes per tensor, and burn-store parses it again for every tensor it reads.
+const MAX_SAFETENSORS_HEADER: u64 = 16 << 20;
+
+/// Checks the 8-byte header length of a safetensors file against the file's size before the
+/// file is memory-mapped and parsed.
+fn check_safetensors_header(path: &Path, len: u64) -> Result<(), String> {
+    use std::io::Read;
+    if len < 8 {
+        return Err(format!(
+            "{len} bytes, shorter than the 8-byte header length"
+        ));
+    }
+    let mut prefix = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut prefix))
+        .map_err(|e| e.to_string())?;
+    let header = u64::from_le_bytes(prefix);
+    if header > len - 8 {
+        return Err(format!(
+            "the header claims {header} bytes but the file has {} after the length",
+            len - 8
+        ));
+    }
+    if header > MAX_SAFETENSORS_HEADER {
+        return Err(format!(
+            "the header claims {header} bytes, more than the {MAX_SAFETENSORS_HEADER} flint reads"
+        ));
+    }
+    Ok(())
+}
+
+/// How flint names an element type to people.
+pub(crate) fn dtype_name(dtype: DType) -> String {
+    match dtype {
+        DType::F64 => "float64".into(),
+        DType::F32 | DType::Flex32 => "float32".into(),
+        DType::F16 => "float16".into(),
+        DType::BF16 => "bfloat16".into(),
+        DType::I64 => "int64".into(),
+        DType::I32 => "int32".into(),
+        DType::I16 => "int16".into(),
+        DType::I8 => "int8".into(),
+        DType::U64 => "uint64".into(),
+        DType::U32 => "uint32".into(),
+        DType::U16 => "uint16".into(),
+        DType::U8 => "uint8".into(),
+        DType::Bool(_) => "bool".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Converts `float16`, `bfloat16` and `float64` tensors to `float32` on their way into the
+/// model, noting each by its model path. Without it burn-store keeps the file's precision and
+/// the first forward pass fails on a `float32` input.
+#[derive(Clone, Default)]
+struct ToF32 {
+    converted: Arc<Mutex<Vec<(String, DType)>>>,
+}
+
+impl ToF32 {
+    fn take(&self) -> Vec<(String, DType)> {
+        std::mem::take(&mut *self.converted.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl ModuleAdapter for ToF32 {
+    fn adapt(&self, tensor: PackTensor, _ctx: ModuleContext<'_>) -> PackTensor {
+        let from = tensor.dtype;
+        if !matches!(from, DType::F16 | DType::BF16 | DType::F64) {
+            return tensor;
+        }
+        self.converted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((tensor.name.clone(), from));
+        let (name, shape, id) = (tensor.name.clone(), tensor.shape.clone(), tensor.param_id);
+        // Deferred like the file's own tensor: converted when the model takes it.
+        bridge::deferred(name, DType::F32, shape, id, move || {
+            bridge::to_data(&tensor)?
+                .try_cast(DType::F32)
+                .map_err(|e| PackError::ValidationError(format!("{from:?} to F32: {e}")))
+        })
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
 }
