@@ -1,16 +1,25 @@
 //! Pretrained networks by name or file: `flint finetune --pretrained <name|file|run dir>`.
+//!
+//! A model file found by name in the model folders is used only if its SHA-256 is the
+//! catalogue's ([`find_model_file`]); a file given by its path is the caller's choice and is
+//! loaded as it is.
 
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 
 use burn::nn::Linear;
 use burn::tensor::Device;
 use flint_data::Normalize;
 use flint_models::MnistCnnBnConfig;
 use flint_pretrained::catalog::{self, FileKind};
+use sha2::{Digest, Sha256};
 
 use crate::backbone::{Backbone, InputSpec, linear_from_pytorch};
 use crate::error::TransferError;
-use crate::load::{LoadOptions, LoadReport, load_weights};
+use crate::load::{LoadOptions, LoadReport, load_weights, regular_file};
 
 /// A backbone ready for a new head.
 #[derive(Debug)]
@@ -71,13 +80,16 @@ pub fn available() -> Vec<ModelEntry> {
     rows.push(ModelEntry {
         name: "efficientnet-lite0-torch",
         description: "EfficientNet-Lite0 as a flint network, PyTorch weights (trainable batch norm)",
-        status: find_model_file(&["efficientnet-lite0.pth"]).map(|p| p.display().to_string()),
+        status: find_model_file(&["efficientnet-lite0.pth"])
+            .map(|p| p.display().to_string())
+            .map_err(|e| e.to_string()),
     });
     rows.push(ModelEntry {
         name: "mnist-cnn-bn",
         description: "burn's PyTorch-trained MNIST CNN with batch norm, 1x28x28, 32 features",
         status: find_model_file(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"])
-            .map(|p| p.display().to_string()),
+            .map(|p| p.display().to_string())
+            .map_err(|e| e.to_string()),
     });
     rows
 }
@@ -97,25 +109,107 @@ pub fn model_dirs() -> Vec<(PathBuf, &'static str)> {
     catalog::model_dirs(std::env::var_os("FLINT_MODELS").as_deref(), &cwd, cache)
 }
 
-/// The first of `files` in the model folders.
-pub fn find_model_file(files: &[&str]) -> Result<PathBuf, String> {
+/// The first of `files` in the model folders (folder by folder, in the order of `files` within
+/// a folder) that is a regular file and, when the catalogue names it, has the catalogue's
+/// SHA-256, as the build does for the ONNX files. A copy of another checksum is passed over; if
+/// no other copy is found, the error names it with both checksums. To use such a file anyway,
+/// give its path instead of the model's name.
+///
+/// # Errors
+/// [`TransferError::Unavailable`], saying where each file was looked for and what was wrong.
+pub fn find_model_file(files: &[&str]) -> Result<PathBuf, TransferError> {
     let dirs = model_dirs();
+    let mut refused = Vec::new();
     for (dir, _) in &dirs {
         for f in files {
             let p = dir.join(f);
-            if p.is_file() {
+            if let Err(reason) = regular_file(&p) {
+                // Said when something else than a file has the name (a FIFO, a dangling link).
+                if std::fs::symlink_metadata(&p).is_ok() {
+                    refused.push(format!("{}: {reason}", p.display()));
+                }
+                continue;
+            }
+            let Some(expected) = catalog::catalog_file(f).map(|e| e.sha256) else {
                 return Ok(p);
+            };
+            match file_sha256(&p) {
+                Ok(actual) if actual.eq_ignore_ascii_case(expected) => return Ok(p),
+                Ok(actual) => refused.push(format!(
+                    "{} has SHA-256 {actual}, expected {expected} (modified or corrupt)",
+                    p.display()
+                )),
+                Err(e) => refused.push(e.to_string()),
             }
         }
     }
-    Err(format!(
-        "{} not found in {}; set FLINT_MODELS to the folder holding it or run `cargo xtask models fetch`",
-        files.join(" or "),
-        dirs.iter()
-            .map(|(d, why)| format!("{} ({why})", d.display()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    let searched = dirs
+        .iter()
+        .map(|(d, why)| format!("{} ({why})", d.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(TransferError::Unavailable(if refused.is_empty() {
+        format!(
+            "{} not found in {searched}; set FLINT_MODELS to the folder holding it or run \
+             `cargo xtask models fetch`",
+            files.join(" or ")
+        )
+    } else {
+        format!(
+            "{}; no verified copy of {} in {searched}; run `cargo xtask models fetch` or set \
+             FLINT_MODELS to a folder holding the catalogued file (a modified file is used \
+             only when its path is given instead of the model's name)",
+            refused.join("; "),
+            files.join(" or ")
+        )
+    }))
+}
+
+/// The SHA-256 of a regular file, in lowercase hex. Each file is hashed once per process while
+/// its size and modification time stay the same (`flint models` and loading the model then
+/// read it once).
+///
+/// # Errors
+/// A path that is not a regular file, or a read error.
+pub fn file_sha256(path: &Path) -> Result<String, TransferError> {
+    type Seen = HashMap<PathBuf, (u64, Option<SystemTime>, String)>;
+    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+    let bad = |reason: String| TransferError::BadFile {
+        path: path.to_path_buf(),
+        format: "model",
+        reason,
+    };
+    let meta = regular_file(path).map_err(bad)?;
+    let stamp = (meta.len(), meta.modified().ok());
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some((len, time, sha)) = seen.lock().unwrap_or_else(|p| p.into_inner()).get(path)
+        && (*len, *time) == stamp
+    {
+        return Ok(sha.clone());
+    }
+    let file = std::fs::File::open(path).map_err(|e| TransferError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    // Bounded by the size the file had: a file that grows while it is read is not read forever.
+    let mut reader = file.take(stamp.0);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| TransferError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let sha: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path.to_path_buf(), (stamp.0, stamp.1, sha.clone()));
+    Ok(sha)
 }
 
 /// Checks that `spec` names a known model, an existing file or a directory, without loading.
@@ -150,16 +244,16 @@ pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, Transf
         "mobilenetv2" => onnx_mobilenetv2(device),
         "efficientnet-lite0" => onnx_efficientnet(device),
         "efficientnet-lite0-torch" => {
-            let file =
-                find_model_file(&["efficientnet-lite0.pth"]).map_err(TransferError::Unavailable)?;
+            let file = find_model_file(&["efficientnet-lite0.pth"])?;
             efficientnet_torch(spec, &file, device)
         }
         "mnist-cnn-bn" => {
-            let file = find_model_file(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"])
-                .map_err(TransferError::Unavailable)?;
+            let file = find_model_file(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"])?;
             mnist_cnn_bn(spec, &file, device)
         }
-        _ if path.is_file() => {
+        // Any existing path but a directory: a FIFO or a device named like a weight file gets
+        // load_weights' "not a regular file" rather than "unknown model".
+        _ if path.exists() && !path.is_dir() => {
             let stem = path
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -289,7 +383,7 @@ fn mnist_cnn_bn(name: &str, file: &Path, device: &Device) -> Result<Pretrained, 
         },
         classifier: Some(classifier),
         class_names: Some((0..10).map(|d| d.to_string()).collect()),
-        weights_id: flint_data::download::sha256_file(file)?,
+        weights_id: file_sha256(file)?,
         backbone: Backbone::MnistCnnBn(model),
         load_report: Some(report),
     })
@@ -314,7 +408,7 @@ fn efficientnet_torch(
         },
         classifier: Some(classifier),
         class_names: imagenet_labels(),
-        weights_id: flint_data::download::sha256_file(file)?,
+        weights_id: file_sha256(file)?,
         backbone: Backbone::EfficientNetLite0(model),
         load_report: Some(report),
     })
@@ -371,7 +465,9 @@ pub fn catalog_rows() -> Vec<(&'static str, FileKind, Result<String, String>)> {
             (
                 f.file,
                 f.kind,
-                find_model_file(&[f.file]).map(|p| p.display().to_string()),
+                find_model_file(&[f.file])
+                    .map(|p| p.display().to_string())
+                    .map_err(|e| e.to_string()),
             )
         })
         .collect()
