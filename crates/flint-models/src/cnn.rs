@@ -108,51 +108,35 @@ impl CnnConfig {
 
     /// Parameters and activations, counted without building the model.
     pub fn size(&self) -> Result<crate::ModelSize, ModelConfigError> {
-        let count = || -> Option<crate::ModelSize> {
-            let bn = usize::from(self.batch_norm);
-            let k2 = self.kernel_size.checked_mul(self.kernel_size)?;
-            let (mut parameters, mut activations) = (0u64, 0u64);
-            let (mut in_channels, mut size) = (self.in_channels, self.image_size);
-            activations = activations.checked_add(crate::mul_add(
-                in_channels,
-                size.checked_mul(size)?,
-                0,
-            )?)?;
-            for &out in &self.channels {
-                let weights = crate::mul_add(in_channels, k2, 0)?;
-                let layer = weights
-                    .checked_mul(out as u64)?
-                    .checked_add(crate::mul_add(out, 1 + 2 * bn, 0)?)?;
-                parameters = parameters.checked_add(layer)?;
-                let maps = crate::mul_add(out, size.checked_mul(size)?, 0)?;
-                // convolution (+ normalised) at full size, pooled (and dropped) at a quarter
-                let block = maps.checked_mul(1 + bn as u64)?.checked_add(maps / 2)?;
-                activations = activations.checked_add(block)?;
-                in_channels = out;
-                size /= 2;
-            }
-            let flat = crate::mul_add(in_channels, size.checked_mul(size)?, 0)?;
-            let flat = usize::try_from(flat).ok()?;
-            let width = if self.hidden > 0 {
-                parameters =
-                    parameters.checked_add(crate::mul_add(flat, self.hidden, self.hidden)?)?;
-                activations = activations.checked_add(crate::mul_add(self.hidden, 3, 0)?)?;
-                self.hidden
-            } else {
-                flat
-            };
-            parameters = parameters.checked_add(crate::mul_add(
-                width,
-                self.num_classes,
-                self.num_classes,
-            )?)?;
-            activations = activations.checked_add(self.num_classes as u64)?;
-            Some(crate::ModelSize {
-                parameters,
-                activations_per_sample: activations,
-            })
-        };
-        count().ok_or(ModelConfigError::TooLarge { model: "Cnn" })
+        let bn = u128::from(self.batch_norm);
+        let k2 = (self.kernel_size as u128).saturating_mul(self.kernel_size as u128);
+        let (mut channels, mut side) = (self.in_channels as u128, self.image_size as u128);
+        let mut parameters = 0u128;
+        let mut activations = channels.saturating_mul(side * side);
+        for &out in &self.channels {
+            let out = out as u128;
+            let weights = channels.saturating_mul(k2).saturating_mul(out);
+            parameters = parameters.saturating_add(weights.saturating_add(out * (1 + 2 * bn)));
+            // convolution (+ normalised) at full size, pooled (and dropped) at a quarter
+            let maps = out.saturating_mul(side * side);
+            activations = activations
+                .saturating_add(maps.saturating_mul(1 + bn))
+                .saturating_add(maps / 2);
+            (channels, side) = (out, side / 2);
+        }
+        let mut width = channels.saturating_mul(side * side);
+        if self.hidden > 0 {
+            let hidden = self.hidden as u128;
+            parameters = parameters.saturating_add(crate::dense(width, hidden));
+            activations = activations.saturating_add(hidden * 3);
+            width = hidden;
+        }
+        let classes = self.num_classes as u128;
+        crate::ModelSize::counted(
+            "Cnn",
+            parameters.saturating_add(crate::dense(width, classes)),
+            activations.saturating_add(classes),
+        )
     }
 
     /// Checks the configuration and builds the model with PyTorch's default initialisation.

@@ -119,9 +119,25 @@ pub struct ModelSize {
     pub activations_per_sample: u64,
 }
 
-/// Checked `a * b + c` for size counts.
-pub(crate) fn mul_add(a: usize, b: usize, c: usize) -> Option<u64> {
-    (a as u64).checked_mul(b as u64)?.checked_add(c as u64)
+impl ModelSize {
+    /// The size from counts made in `u128` with saturating arithmetic (a product of two `usize`
+    /// always fits), or [`ModelConfigError::TooLarge`] when either does not fit in a `u64`.
+    pub(crate) fn counted(
+        model: &'static str,
+        parameters: u128,
+        activations: u128,
+    ) -> Result<Self, ModelConfigError> {
+        let fit = |n: u128| u64::try_from(n).map_err(|_| ModelConfigError::TooLarge { model });
+        Ok(Self {
+            parameters: fit(parameters)?,
+            activations_per_sample: fit(activations)?,
+        })
+    }
+}
+
+/// Parameters of a fully connected layer: weights and biases.
+pub(crate) fn dense(inputs: u128, outputs: u128) -> u128 {
+    inputs.saturating_mul(outputs).saturating_add(outputs)
 }
 
 /// Any of flint's classifiers, as one module type (what the trainer and the CLI work with).

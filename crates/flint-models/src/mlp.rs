@@ -94,34 +94,25 @@ impl MlpConfig {
 
     /// Parameters and activations, counted without building the model.
     pub fn size(&self) -> Result<crate::ModelSize, ModelConfigError> {
-        let count = || -> Option<crate::ModelSize> {
-            let bn = usize::from(self.batch_norm);
-            let (mut parameters, mut activations) = (0u64, self.input_size as u64);
-            let mut width = self.input_size;
-            for &out in &self.hidden {
-                // weight + bias (+ gamma and beta)
-                let layer = crate::mul_add(width, out, 0)?.checked_add(crate::mul_add(
-                    out,
-                    1 + 2 * bn,
-                    0,
-                )?)?;
-                parameters = parameters.checked_add(layer)?;
-                // linear output (+ normalised), activation, dropout
-                activations = activations.checked_add(crate::mul_add(out, 3 + bn, 0)?)?;
-                width = out;
-            }
-            parameters = parameters.checked_add(crate::mul_add(
-                width,
-                self.num_classes,
-                self.num_classes,
-            )?)?;
-            activations = activations.checked_add(self.num_classes as u64)?;
-            Some(crate::ModelSize {
-                parameters,
-                activations_per_sample: activations,
-            })
-        };
-        count().ok_or(ModelConfigError::TooLarge { model: "Mlp" })
+        let bn = u128::from(self.batch_norm);
+        let (mut parameters, mut activations) = (0u128, self.input_size as u128);
+        let mut width = self.input_size as u128;
+        for &out in &self.hidden {
+            let out = out as u128;
+            // weight and bias (+ gamma and beta)
+            parameters = parameters
+                .saturating_add(crate::dense(width, out))
+                .saturating_add(out * 2 * bn);
+            // linear output (+ normalised), activation, dropout
+            activations = activations.saturating_add(out * (3 + bn));
+            width = out;
+        }
+        let classes = self.num_classes as u128;
+        crate::ModelSize::counted(
+            "Mlp",
+            parameters.saturating_add(crate::dense(width, classes)),
+            activations.saturating_add(classes),
+        )
     }
 
     /// Checks the configuration and builds the model with PyTorch's default initialisation.
