@@ -410,7 +410,10 @@ fn checkpoint_files_that_are_devices_or_fifos_are_refused_not_read() {
         cmd
     };
     let msg = stderr_of(&mut eval());
-    assert!(msg.contains("model.bpk: it is not a regular file"), "{msg}");
+    assert!(
+        msg.contains("model.bpk: a character device, not a regular file"),
+        "{msg}"
+    );
 
     std::fs::remove_file(best.join("state.json")).unwrap();
     let made = std::process::Command::new("mkfifo")
@@ -420,7 +423,7 @@ fn checkpoint_files_that_are_devices_or_fifos_are_refused_not_read() {
     assert!(made.success());
     let msg = stderr_of(&mut eval());
     assert!(
-        msg.contains("state.json: it is not a regular file"),
+        msg.contains("cannot read state.json: a named pipe (FIFO), not a regular file"),
         "{msg}"
     );
 }

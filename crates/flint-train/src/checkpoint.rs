@@ -64,42 +64,13 @@ impl RunState {
 /// Largest `state.json` read: the run's history at a few hundred bytes an epoch.
 const MAX_STATE_BYTES: u64 = 16 << 20;
 
-/// Checks that `path` leads to a regular file (symlinks followed) and returns its size: a FIFO,
-/// a device such as `/dev/zero` or a folder would block a read or never end it. The error is the
-/// reason, to put after the file's name.
-pub fn regular_file_len(path: &Path) -> Result<u64, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.is_file() {
-        Ok(meta.len())
-    } else if meta.is_dir() {
-        Err("it is a folder, not a file".into())
-    } else {
-        Err(
-            "it is not a regular file (a device, FIFO or socket); only regular files are read"
-                .into(),
-        )
+/// Why a file could not be read, without the path the caller names already.
+pub fn file_reason(error: flint_data::DataError) -> String {
+    match error {
+        flint_data::DataError::Format { reason, .. } => reason,
+        flint_data::DataError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
     }
-}
-
-/// Reads a regular file of at most `max` bytes ([`regular_file_len`]); the read itself is bounded
-/// too, in case the file grows meanwhile.
-pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let len = regular_file_len(path)?;
-    if len > max {
-        return Err(format!(
-            "it is {len} bytes, more than the {max} such a file can have"
-        ));
-    }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > max {
-        return Err(format!("it grew past the {max} bytes such a file can have"));
-    }
-    Ok(bytes)
 }
 
 /// Hex SHA-256 of a file (flint-data's streamed [`sha256_file`](flint_data::download::sha256_file)).
@@ -248,8 +219,8 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
     };
     let dir =
         resolve(dir).ok_or_else(|| fail("no checkpoint here (state.json is missing)".into()))?;
-    let bytes = read_regular(&dir.join("state.json"), MAX_STATE_BYTES)
-        .map_err(|e| fail(format!("cannot read state.json: {e}")))?;
+    let bytes = flint_data::files::read_regular(&dir.join("state.json"), MAX_STATE_BYTES)
+        .map_err(|e| fail(format!("cannot read state.json: {}", file_reason(e))))?;
     let state: RunState =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("state.json is corrupt ({e})")))?;
     if state.format != FORMAT {
@@ -266,7 +237,9 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
         if !path.exists() {
             return Err(fail(format!("{file} is missing")));
         }
-        regular_file_len(&path).map_err(|e| fail(format!("{file}: {e}")))?;
+        // Only a regular file is hashed: a FIFO would block, /dev/zero never end.
+        flint_data::files::open_regular(&path)
+            .map_err(|e| fail(format!("{file}: {}", file_reason(e))))?;
         if &file_sha256(&path)? != expected {
             return Err(fail(format!(
                 "{file} is corrupt (its SHA-256 differs from the one recorded when it was saved)"
@@ -357,30 +330,6 @@ mod tests {
         assert!(!checkpoints.join(".old-last-12").exists());
         assert!(run.join(".result.json.part-x").exists() && run.join("notes-15").exists());
         load_state(&last).unwrap();
-    }
-
-    #[test]
-    fn only_regular_files_of_bounded_size_are_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f");
-        std::fs::write(&file, b"12345").unwrap();
-        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
-        assert!(
-            read_regular(&file, 4)
-                .unwrap_err()
-                .contains("5 bytes, more than the 4")
-        );
-        assert!(read_regular(dir.path(), 4).unwrap_err().contains("folder"));
-        #[cfg(unix)]
-        {
-            let link = dir.path().join("zero");
-            std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
-            assert!(
-                read_regular(&link, 1 << 30)
-                    .unwrap_err()
-                    .contains("not a regular file")
-            );
-        }
     }
 
     /// Writes `state` back with the weight files' real checksums, as a forger would.

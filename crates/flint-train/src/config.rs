@@ -303,7 +303,8 @@ where
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = crate::checkpoint::read_regular(path, MAX_CONFIG_BYTES).map_err(fail)?;
+    let bytes = flint_data::files::read_regular(path, MAX_CONFIG_BYTES)
+        .map_err(|e| fail(crate::checkpoint::file_reason(e)))?;
     let given: Value =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("not valid JSON ({e})")))?;
     let config: C = serde_json::from_value(given.clone()).map_err(|e| fail(e.to_string()))?;

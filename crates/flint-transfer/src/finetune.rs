@@ -1133,7 +1133,7 @@ pub fn is_finetune_run(path: &Path) -> bool {
 fn run_root(path: &Path) -> Option<PathBuf> {
     path.ancestors()
         .find(|a| {
-            checkpoint::read_regular(&a.join("config.json"), 4 << 20)
+            flint_data::files::read_regular(&a.join("config.json"), 4 << 20)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<RunConfig>(&b).ok())
                 .is_some()
