@@ -511,30 +511,51 @@ pub fn run_predict(args: &PredictArgs) -> Result<(), String> {
         ModelConfig::Cnn(m) => (m.in_channels, m.image_size),
     };
     let class_names = class_names(&config.dataset);
+    classify_files(
+        &args.images,
+        args.top_k,
+        |c| class_names.get(c).cloned().unwrap_or_else(|| c.to_string()),
+        |path| {
+            flint_data::image_folder::load_for_model_checked(path, channels, size)
+                .map_err(|e| e.to_string())
+        },
+        |pixels| {
+            let x =
+                Tensor::<4>::from_data(TensorData::new(pixels, [1, channels, size, size]), &device);
+            model.forward(x)
+        },
+    )
+}
+
+/// Classifies each image file and prints its `top_k` classes with their probabilities. A file
+/// that cannot be read is an error line (and the command fails at the end, after the others);
+/// one that decoded but is damaged (a truncated JPEG) is classified with a warning, since the
+/// model saw a partly grey picture.
+pub fn classify_files(
+    images: &[PathBuf],
+    top_k: u16,
+    class_name: impl Fn(usize) -> String,
+    load: impl Fn(&std::path::Path) -> Result<flint_data::Decoded<Vec<f32>>, String>,
+    logits: impl Fn(Vec<f32>) -> Tensor<2>,
+) -> Result<(), String> {
     let mut failed = 0;
-    for path in &args.images {
-        match flint_data::image_folder::load_for_model(path, channels, size) {
-            Ok(pixels) => {
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(pixels, [1, channels, size, size]),
-                    &device,
-                );
-                let probs: Vec<f32> = burn::tensor::activation::softmax(model.forward(x), 1)
+    for path in images {
+        match load(path) {
+            Ok(decoded) => {
+                if let Some(warning) = &decoded.warning {
+                    eprintln!("warning: {}: {warning}", path.display());
+                }
+                let probs: Vec<f32> = burn::tensor::activation::softmax(logits(decoded.value), 1)
                     .into_data()
+                    .convert::<f32>()
                     .try_to_vec::<f32>()
                     .map_err(|e| format!("{e:?}"))?;
                 let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 let top: Vec<String> = ranked
                     .iter()
-                    .take(args.top_k as usize)
-                    .map(|(c, p)| {
-                        let name = class_names
-                            .get(*c)
-                            .cloned()
-                            .unwrap_or_else(|| c.to_string());
-                        format!("{name} {:.1}%", p * 100.0)
-                    })
+                    .take(usize::from(top_k))
+                    .map(|(c, p)| format!("{} {:.1}%", class_name(*c), p * 100.0))
                     .collect();
                 println!("{}: {}", path.display(), top.join(", "));
             }
@@ -547,7 +568,7 @@ pub fn run_predict(args: &PredictArgs) -> Result<(), String> {
     if failed > 0 {
         return Err(format!(
             "{failed} of {} images could not be read",
-            args.images.len()
+            images.len()
         ));
     }
     Ok(())

@@ -224,35 +224,16 @@ pub fn predict(args: &crate::PredictArgs, device: &burn::tensor::Device) -> Resu
     let (config, model, input) =
         flint_transfer::load_finetuned(&args.checkpoint, device).map_err(|e| e.to_string())?;
     let (c, s) = (input.channels, input.size as usize);
-    let mut failed = 0;
-    for path in &args.images {
-        match flint_transfer::load_image(path, &input) {
-            Ok(pixels) => {
-                let x = Tensor::<4>::from_data(TensorData::new(pixels, [1, c, s, s]), device);
-                let probs: Vec<f32> = burn::tensor::activation::softmax(model.forward(x), 1)
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .map_err(|e| format!("{e:?}"))?;
-                let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
-                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-                let top: Vec<String> = ranked
-                    .iter()
-                    .take(args.top_k as usize)
-                    .map(|(k, p)| format!("{} {:.1}%", config.classes[*k], p * 100.0))
-                    .collect();
-                println!("{}: {}", path.display(), top.join(", "));
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e}");
-            }
-        }
-    }
-    if failed > 0 {
-        return Err(format!(
-            "{failed} of {} images could not be read",
-            args.images.len()
-        ));
-    }
-    Ok(())
+    crate::classify_files(
+        &args.images,
+        args.top_k,
+        |k| config.classes[k].clone(),
+        |path| flint_transfer::load_image_checked(path, &input).map_err(|e| e.to_string()),
+        |pixels| {
+            model.forward(Tensor::from_data(
+                TensorData::new(pixels, [1, c, s, s]),
+                device,
+            ))
+        },
+    )
 }

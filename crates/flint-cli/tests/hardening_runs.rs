@@ -427,3 +427,37 @@ fn checkpoint_files_that_are_devices_or_fifos_are_refused_not_read() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_truncated_jpeg_is_classified_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, run) = trained_run(dir.path());
+    let whole = dir.path().join("whole.jpg");
+    image::GrayImage::from_fn(64, 64, |x, y| image::Luma([((x * 3 + y * 5) % 256) as u8]))
+        .save(&whole)
+        .unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() * 7 / 10]).unwrap();
+    let out = flint()
+        .args(["predict", "--checkpoint"])
+        .arg(&run)
+        .arg(&whole)
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("whole.jpg: ") && stdout.contains("cut.jpg: "),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("cut.jpg: the JPEG file is truncated"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("whole.jpg"), "{stderr}");
+}

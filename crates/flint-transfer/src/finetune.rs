@@ -1193,18 +1193,28 @@ pub fn load_finetuned(
 
 /// Reads an image file and prepares it as `input` says (evaluation transform).
 pub fn load_image(path: &Path, input: &InputSpec) -> Result<Vec<f32>, TransferError> {
+    load_image_checked(path, input).map(|d| d.value)
+}
+
+/// [`load_image`], with a warning when the file decoded but is damaged (a truncated JPEG): the
+/// caller should tell the user, since the network saw a partly grey picture.
+pub fn load_image_checked(
+    path: &Path,
+    input: &InputSpec,
+) -> Result<flint_data::Decoded<Vec<f32>>, TransferError> {
     if input.channels != 3 {
-        return Ok(flint_data::image_folder::load_for_model(
+        let mut decoded = flint_data::image_folder::load_for_model_checked(
             path,
             input.channels,
             input.size as usize,
-        )
-        .map(|mut v| {
-            input.normalize.apply(&mut v, input.channels);
-            v
-        })?);
+        )?;
+        input.normalize.apply(&mut decoded.value, input.channels);
+        return Ok(decoded);
     }
-    let img = flint_data::image_folder::load_rgb(path)?;
+    let flint_data::Decoded {
+        value: img,
+        warning,
+    } = flint_data::image_folder::load_rgb_checked(path)?;
     let transform = ImageTransform::Eval {
         resize: input.resize,
         crop: input.size,
@@ -1212,5 +1222,8 @@ pub fn load_image(path: &Path, input: &InputSpec) -> Result<Vec<f32>, TransferEr
     use rand::SeedableRng;
     let mut data = transform.apply(&img, &mut rand::rngs::StdRng::seed_from_u64(0));
     input.normalize.apply(&mut data, 3);
-    Ok(data)
+    Ok(flint_data::Decoded {
+        value: data,
+        warning,
+    })
 }

@@ -32,7 +32,7 @@ pub use cache::{CacheKey, CacheStatus, FeatureCache, Features};
 pub use error::TransferError;
 pub use finetune::{
     FinetuneConfig, FinetuneOptions, FinetuneOutcome, RunConfig, Strategy, TransferData, finetune,
-    finetune_on, is_finetune_run, load_finetuned, load_image,
+    finetune_on, is_finetune_run, load_finetuned, load_image, load_image_checked,
 };
 pub use load::{LoadOptions, LoadReport, load_weights};
 pub use model::{Head, TransferModel};
