@@ -28,15 +28,16 @@ pub enum TrainError {
     /// The loss stopped being a finite number, or exploded far above any loss a training run
     /// reaches (see [`crate::step::loss_diverged`]).
     #[error(
-        "the loss {} at epoch {epoch}, batch {batch}: training stopped. {}",
+        "the loss {} {loss:e} at epoch {epoch}, batch {batch}{}. {}",
+        if loss.is_finite() { "exploded to" } else { "became" },
         if loss.is_finite() {
             format!(
-                "exploded to {loss:e} (more than {}x the {uniform:.2} of a uniform guess): the \
-                 run diverged; lower the learning rate",
+                " (more than {}x the {uniform:.2} of a uniform guess): the run diverged and \
+                 training stopped; lower the learning rate",
                 crate::step::DIVERGENCE_FACTOR
             )
         } else {
-            format!("became {loss}")
+            ": training stopped".to_string()
         },
         match checkpoint {
             Some(p) => format!("The last good checkpoint is kept in {}.", p.display()),
