@@ -107,6 +107,8 @@ impl Problem {
 pub(crate) struct ImageBytes {
     bytes: Vec<u8>,
     format: ImageFormat,
+    /// Width and height from the header, once checked.
+    dims: (u32, u32),
 }
 
 fn format_name(format: ImageFormat) -> &'static str {
@@ -184,22 +186,35 @@ pub(crate) fn read_image(path: &Path) -> std::result::Result<ImageBytes, Problem
     };
     bytes.reserve(size as usize - bytes.len());
     reader.read_to_end(&mut bytes).map_err(Problem::Io)?;
-    let image = ImageBytes { bytes, format };
-    image.dimensions()?;
+    let mut image = ImageBytes {
+        bytes,
+        format,
+        dims: (0, 0),
+    };
+    image.dims = image.dimensions()?;
     Ok(image)
 }
 
-fn limits() -> Limits {
+/// The decoder's allocation limit for the header's `w x h`: room for the picture twice at
+/// 16-bit RGBA (the output, and a frame buffer), plus 4 MiB of tables. A GIF frame placed far
+/// outside its 24 x 16 screen asked for 88 MB from a 1 kB file before this limit (fuzzing).
+fn limits(w: u32, h: u32) -> Limits {
     let mut limits = Limits::default();
-    limits.max_alloc = Some(8 * MAX_PIXELS); // 16-bit RGBA at the largest size accepted
+    limits.max_alloc = Some(16 * w as u64 * h as u64 + (4 << 20));
     limits
 }
 
 impl ImageBytes {
-    fn reader(&self) -> ImageReader<Cursor<&[u8]>> {
+    /// A reader under `limits`.
+    fn reader_with(&self, limits: Limits) -> ImageReader<Cursor<&[u8]>> {
         let mut reader = ImageReader::with_format(Cursor::new(self.bytes.as_slice()), self.format);
-        reader.limits(limits());
+        reader.limits(limits);
         reader
+    }
+
+    /// A reader for the header: the largest image accepted bounds it.
+    fn reader(&self) -> ImageReader<Cursor<&[u8]>> {
+        self.reader_with(limits(1, MAX_PIXELS as u32))
     }
 
     fn name(&self) -> &'static str {
@@ -252,7 +267,8 @@ impl ImageBytes {
 
     /// Decodes to 8-bit RGB (the first frame of a GIF).
     pub(crate) fn decode(&self) -> std::result::Result<RgbImage, Problem> {
-        let image = self.reader().decode().map_err(|e| match e {
+        let (w, h) = self.dims;
+        let image = self.reader_with(limits(w, h)).decode().map_err(|e| match e {
             image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Problem::refused(
                     SkipKind::Truncated,
@@ -262,6 +278,13 @@ impl ImageBytes {
                     ),
                 )
             }
+            image::ImageError::Limits(e) => Problem::refused(
+                SkipKind::Damaged,
+                format!(
+                    "decoding the {} image would need more memory than a {w}x{h} picture can ({e}): the file is damaged",
+                    self.name()
+                ),
+            ),
             e => Problem::refused(
                 SkipKind::Damaged,
                 format!("could not decode the {} image ({e})", self.name()),
@@ -457,6 +480,12 @@ mod tests {
         out.into_inner()
     }
 
+    fn encode_dynamic(img: &image::DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
     fn gradient(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 99]))
     }
@@ -596,6 +625,41 @@ mod tests {
                 lie.display(),
                 jpeg.len()
             )
+        );
+    }
+
+    /// Found by fuzzing: a 1 kB GIF whose first frame sits at (20495, 4275) with size
+    /// 10320 x 2127, on a 24 x 16 screen, made the decoder allocate 88 MB.
+    #[test]
+    fn a_gif_frame_larger_than_its_screen_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::DynamicImage::ImageRgb8(gradient(24, 16));
+        let mut gif = encode_dynamic(&img, ImageFormat::Gif);
+        // The image descriptor: after the header, the global colour table and the extensions.
+        let mut at = 13;
+        if gif[10] & 0x80 != 0 {
+            at += 3 << ((gif[10] & 7) + 1);
+        }
+        while gif[at] == 0x21 {
+            at += 2;
+            while gif[at] != 0 {
+                at += gif[at] as usize + 1;
+            }
+            at += 1;
+        }
+        assert_eq!(gif[at], 0x2C);
+        for (i, v) in [20495u16, 4275, 10320, 2127].iter().enumerate() {
+            gif[at + 1 + 2 * i..at + 3 + 2 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        let path = dir.path().join("frame.gif");
+        std::fs::write(&path, &gif).unwrap();
+        let msg = load_rgb(&path).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{}: decoding the GIF image would need more memory than a 24x16 picture can (",
+                path.display()
+            )),
+            "{msg}"
         );
     }
 
