@@ -8,8 +8,8 @@
 //! makes stays within what its input can justify: this binary's allocator records the largest
 //! request per thread.
 //!
-//! 64 cases per target by default; `PROPTEST_CASES=100000 cargo test -p flint-data --test fuzz
-//! --release` runs a longer campaign.
+//! 64 cases per target by default; `PROPTEST_CASES=100000 cargo test -p flint-data --test fuzz`
+//! runs a longer campaign (add `-- image_folder` for one target).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
