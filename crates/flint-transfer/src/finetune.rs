@@ -865,7 +865,11 @@ impl RunContext<'_> {
             "peak_rss_mib": peak,
             "skipped_files": skipped
                 .iter()
-                .map(|f| serde_json::json!({"path": f.path, "reason": f.reason}))
+                .map(|f| serde_json::json!({
+                    "path": f.path,
+                    "kind": f.kind.as_str(),
+                    "reason": f.reason,
+                }))
                 .collect::<Vec<_>>(),
         });
         checkpoint::write_atomic(

@@ -470,6 +470,60 @@ fn hymenoptera_feature_extraction_beats_floor_and_reuses_the_cache() {
     assert!(correct >= 16, "{correct} of 20 val images right");
 }
 
+/// Files of the image folder that cannot be used are named, with why, on stderr, in
+/// `report.md` and in `result.json`; the run goes on with the others.
+#[cfg(flint_model_mobilenetv2)]
+#[test]
+fn unusable_images_are_reported_in_the_run() {
+    use flint_transfer::{FinetuneConfig, FinetuneOptions, Strategy};
+
+    let source = data_dir().join("hymenoptera");
+    if !source.join("train").is_dir() {
+        return skip(&format!("{} is missing", source.display()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for split in ["train", "val"] {
+        for class in ["ants", "bees"] {
+            let to = data.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            let from = flint_data::ImageFolder::open(source.join(split)).unwrap();
+            let label = usize::from(class == "bees");
+            for i in (0..from.len()).filter(|&i| from.label(i) == label).take(3) {
+                let path = from.path(i);
+                std::fs::copy(path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    std::fs::write(data.join("train/ants/empty.jpg"), b"").unwrap();
+    std::fs::write(data.join("train/bees/notes.png"), b"not an image").unwrap();
+    let config = FinetuneConfig::new("mobilenetv2".into(), data)
+        .with_strategy(Strategy::FeatureExtract)
+        .with_epochs(1);
+    let options = FinetuneOptions {
+        output: Some(dir.path().join("run")),
+        progress: flint_train::ProgressMode::Quiet,
+        cache_dir: Some(dir.path().join("cache")),
+        ..FinetuneOptions::default()
+    };
+    let run = flint_transfer::finetune(&config, &options).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.run_dir.join("result.json")).unwrap()).unwrap();
+    let skipped = result["skipped_files"].as_array().unwrap();
+    let kinds: Vec<&str> = skipped
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["empty", "not-an-image"], "{skipped:?}");
+    let report = std::fs::read_to_string(run.run_dir.join("report.md")).unwrap();
+    assert!(report.contains("## Skipped files"), "{report}");
+    assert!(
+        report.contains("empty.jpg`: empty file (0 bytes)"),
+        "{report}"
+    );
+    assert!(report.contains("notes.png`: not an image"), "{report}");
+}
+
 /// Freezing a backbone puts its dropout in inference mode; unfreezing it all turns it back on,
 /// parameter-less layers included.
 #[test]
