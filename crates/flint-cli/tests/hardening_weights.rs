@@ -227,7 +227,7 @@ fn fifos_and_devices_named_like_weight_files_are_refused() {
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     let mut cases = vec![(zero, "a character device")];
     if made {
-        cases.push((fifo, "a FIFO"));
+        cases.push((fifo, "a named pipe (FIFO)"));
     } else {
         eprintln!("mkfifo is not available: FIFO case not run");
     }
@@ -235,7 +235,7 @@ fn fifos_and_devices_named_like_weight_files_are_refused() {
         let (ok, out) = sb.run(&["models", "--params", path.to_str().unwrap()]);
         assert!(!ok, "{out}");
         assert!(
-            out.contains(&format!("not a regular file ({what})")),
+            out.contains(&format!("{what}, not a regular file")),
             "{}: {out}",
             path.display()
         );
@@ -246,7 +246,7 @@ fn fifos_and_devices_named_like_weight_files_are_refused() {
     assert!(ok, "{out}");
     let status = status_of(&out, "mnist-cnn-bn");
     assert!(
-        status.contains("not a regular file (a character device)"),
+        status.contains("a character device, not a regular file"),
         "{status}"
     );
 }

@@ -14,6 +14,7 @@
 //! instead of read without end.
 
 use std::fmt;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +25,7 @@ use burn_store::{
     ApplyError, ModuleAdapter, ModuleContext, ModuleSnapshot, ModuleStore, PathFilter,
     PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, bridge,
 };
+use flint_data::DataError;
 
 use crate::error::TransferError;
 
@@ -167,7 +169,15 @@ pub fn load_weights<M: Module>(
         format,
         reason,
     };
-    let len = regular_file(path).map_err(bad)?.len();
+    // The same regular-file check as every data file flint reads (flint_data::files).
+    let len = match flint_data::files::open_regular(path) {
+        Ok((_, len)) => len,
+        Err(DataError::Format { reason, .. }) => return Err(bad(reason)),
+        Err(DataError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            return Err(bad("no such file".into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     // The stores only index the file here (safetensors: its header, through a memory map;
     // PyTorch: the pickle, with every tensor's extent checked against the file); tensor bytes
     // are read when the model takes them.
@@ -279,45 +289,6 @@ pub fn load_weights<M: Module>(
         converted,
     };
     Ok((model, report))
-}
-
-/// The metadata of `path` if it is a regular file once symbolic links are followed. A FIFO, a
-/// device (`/dev/zero`) or a directory is refused: reading one would block or never end.
-pub(crate) fn regular_file(path: &Path) -> Result<std::fs::Metadata, String> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        _ => e.to_string(),
-    })?;
-    if meta.is_file() {
-        return Ok(meta);
-    }
-    let what = if meta.is_dir() {
-        "a directory"
-    } else {
-        file_type_name(&meta.file_type())
-    };
-    Err(format!("not a regular file ({what})"))
-}
-
-#[cfg(unix)]
-fn file_type_name(t: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
-}
-
-#[cfg(not(unix))]
-fn file_type_name(_: &std::fs::FileType) -> &'static str {
-    "not a file"
 }
 
 /// The most a safetensors JSON header may take. The format allows 100 MB; a real header names

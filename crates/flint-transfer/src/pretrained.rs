@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backbone::{Backbone, InputSpec, linear_from_pytorch};
 use crate::error::TransferError;
-use crate::load::{LoadOptions, LoadReport, load_weights, regular_file};
+use crate::load::{LoadOptions, LoadReport, load_weights};
 
 /// A backbone ready for a new head.
 #[derive(Debug)]
@@ -123,16 +123,19 @@ pub fn find_model_file(files: &[&str]) -> Result<PathBuf, TransferError> {
     for (dir, _) in &dirs {
         for f in files {
             let p = dir.join(f);
-            if let Err(reason) = regular_file(&p) {
-                // Said when something else than a file has the name (a FIFO, a dangling link).
-                if std::fs::symlink_metadata(&p).is_ok() {
-                    refused.push(format!("{}: {reason}", p.display()));
-                }
-                continue;
+            if std::fs::symlink_metadata(&p).is_err() {
+                continue; // nothing by that name
             }
             let Some(expected) = catalog::catalog_file(f).map(|e| e.sha256) else {
-                return Ok(p);
+                match flint_data::files::open_regular(&p) {
+                    Ok(_) => return Ok(p),
+                    Err(e) => {
+                        refused.push(e.to_string());
+                        continue;
+                    }
+                }
             };
+            // A FIFO or a device under the name is refused here, not read.
             match file_sha256(&p) {
                 Ok(actual) if actual.eq_ignore_ascii_case(expected) => return Ok(p),
                 Ok(actual) => refused.push(format!(
@@ -174,20 +177,15 @@ pub fn find_model_file(files: &[&str]) -> Result<PathBuf, TransferError> {
 pub fn file_sha256(path: &Path) -> Result<String, TransferError> {
     type Seen = HashMap<PathBuf, (u64, Option<SystemTime>, String)>;
     static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
-    let bad = |reason: String| TransferError::BadFile {
-        path: path.to_path_buf(),
-        format: "model",
-        reason,
-    };
-    let meta = regular_file(path).map_err(bad)?;
-    let stamp = (meta.len(), meta.modified().ok());
+    let (file, len) = flint_data::files::open_regular(path)?;
+    let modified = file.metadata().ok().and_then(|m| m.modified().ok());
+    let stamp = (len, modified);
     let seen = SEEN.get_or_init(Default::default);
     if let Some((len, time, sha)) = seen.lock().unwrap_or_else(|p| p.into_inner()).get(path)
         && (*len, *time) == stamp
     {
         return Ok(sha.clone());
     }
-    let file = std::fs::File::open(path).map_err(|e| TransferError::io(path, e))?;
     let mut hasher = Sha256::new();
     // Bounded by the size the file had: a file that grows while it is read is not read forever.
     let mut reader = file.take(stamp.0);

@@ -534,9 +534,9 @@ fn fifos_devices_and_directories_are_refused_without_reading() {
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         let folder = dir.path().join(format!("folder.{ext}"));
         std::fs::create_dir(&folder).unwrap();
-        let mut cases = vec![(zero, "a character device"), (folder, "a directory")];
+        let mut cases = vec![(zero, "a character device"), (folder, "a folder")];
         if made {
-            cases.push((fifo, "a FIFO"));
+            cases.push((fifo, "a named pipe (FIFO)"));
         } else {
             eprintln!("mkfifo is not available: FIFO case not run");
         }
@@ -547,7 +547,7 @@ fn fifos_devices_and_directories_are_refused_without_reading() {
             let msg = err.to_string();
             assert!(matches!(err, TransferError::BadFile { .. }), "{msg}");
             assert!(
-                msg.contains(&format!("not a regular file ({what})")),
+                msg.contains(&format!("{what}, not a regular file")),
                 "{}: {msg}",
                 path.display()
             );
