@@ -96,15 +96,8 @@ fn agent() -> ureq::Agent {
 /// Downloads `url` into memory, refusing more than `max_bytes` (for files of tens of MB),
 /// printing progress to stderr.
 pub fn fetch_bytes(url: &str, max_bytes: u64) -> Result<Vec<u8>> {
-    eprintln!("downloading {url}");
-    let response = agent()
-        .get(url)
-        .call()
-        .map_err(|e| download_error(url, e.to_string()))?;
-    let announced = response.body().content_length();
-    let cap = capped(url, announced, max_bytes)?;
+    let (mut reader, announced, cap) = open_download(url, max_bytes)?;
     let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(cap) as usize);
-    let mut reader = response.into_body().into_reader().take(cap + 1);
     reader.read_to_end(&mut bytes).map_err(|e| {
         download_error(
             url,
@@ -113,6 +106,21 @@ pub fn fetch_bytes(url: &str, max_bytes: u64) -> Result<Vec<u8>> {
     })?;
     check_length(url, bytes.len() as u64, announced, cap)?;
     Ok(bytes)
+}
+
+/// Starts downloading `url`, printing it to stderr: the body as a reader that stops one byte past
+/// the download's cap (so a body longer than allowed shows), the length the server announced,
+/// and the cap ([`capped`]).
+fn open_download(url: &str, max_bytes: u64) -> Result<(impl Read, Option<u64>, u64)> {
+    eprintln!("downloading {url}");
+    let response = agent()
+        .get(url)
+        .call()
+        .map_err(|e| download_error(url, e.to_string()))?;
+    let announced = response.body().content_length();
+    let cap = capped(url, announced, max_bytes)?;
+    let reader = response.into_body().into_reader().take(cap + 1);
+    Ok((reader, announced, cap))
 }
 
 fn download_error(url: &str, reason: String) -> DataError {
@@ -183,14 +191,7 @@ pub fn fetch_to_file_limited(
 /// Streams `url` into `tmp` (created or truncated), at most `max_bytes`, hashing as it goes;
 /// returns the hex SHA-256. The caller removes `tmp` on failure.
 pub(crate) fn fetch_to_temp(url: &str, tmp: &Path, max_bytes: u64) -> Result<String> {
-    eprintln!("downloading {url}");
-    let response = agent()
-        .get(url)
-        .call()
-        .map_err(|e| download_error(url, e.to_string()))?;
-    let announced = response.body().content_length();
-    let cap = capped(url, announced, max_bytes)?;
-    let mut reader = response.into_body().into_reader().take(cap + 1);
+    let (mut reader, announced, cap) = open_download(url, max_bytes)?;
     let mut file = std::fs::File::create(tmp).map_err(|e| DataError::io(tmp, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
