@@ -29,6 +29,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// directly or through a symbolic link, is an error), and no more bytes than the file's size.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let (file, size) = open_regular(path)?;
+    sha256_opened(file, size, path)
+}
+
+/// Hex SHA-256 of the first `size` bytes of a file already opened (with
+/// [`open_regular`](crate::files::open_regular)) from `path`, streamed: bounded by the size it
+/// had, so a file that grows while it is read is not read forever.
+pub fn sha256_opened(file: std::fs::File, size: u64, path: &Path) -> Result<String> {
     let mut file = file.take(size);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -237,10 +237,10 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
         if !path.exists() {
             return Err(fail(format!("{file} is missing")));
         }
-        // Only a regular file is hashed: a FIFO would block, /dev/zero never end.
-        flint_data::files::open_regular(&path)
+        // sha256_file hashes only a regular file (a FIFO would block, /dev/zero never end).
+        let sha = flint_data::download::sha256_file(&path)
             .map_err(|e| fail(format!("{file}: {}", file_reason(e))))?;
-        if &file_sha256(&path)? != expected {
+        if &sha != expected {
             return Err(fail(format!(
                 "{file} is corrupt (its SHA-256 differs from the one recorded when it was saved)"
             )));

@@ -5,7 +5,6 @@
 //! loaded as it is.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
@@ -15,7 +14,6 @@ use burn::tensor::Device;
 use flint_data::Normalize;
 use flint_models::MnistCnnBnConfig;
 use flint_pretrained::catalog::{self, FileKind};
-use sha2::{Digest, Sha256};
 
 use crate::backbone::{Backbone, InputSpec, linear_from_pytorch};
 use crate::error::TransferError;
@@ -186,24 +184,7 @@ pub fn file_sha256(path: &Path) -> Result<String, TransferError> {
     {
         return Ok(sha.clone());
     }
-    let mut hasher = Sha256::new();
-    // Bounded by the size the file had: a file that grows while it is read is not read forever.
-    let mut reader = file.take(stamp.0);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| TransferError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let sha: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = flint_data::download::sha256_opened(file, stamp.0, path)?;
     seen.lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(path.to_path_buf(), (stamp.0, stamp.1, sha.clone()));
