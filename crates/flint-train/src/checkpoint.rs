@@ -249,6 +249,22 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
     Ok((dir, state))
 }
 
+/// Checks that the run's `config.json` at `config_path` is still the one `state` was saved
+/// with (its SHA-256 as recorded): an edited configuration would rebuild another model, or use
+/// other data, than the one these weights were trained as. `--resume`, `eval` and `predict`
+/// all check it.
+pub fn check_config_unchanged(config_path: &Path, state: &RunState) -> Result<(), TrainError> {
+    if file_sha256(config_path)? == state.config_sha256 {
+        return Ok(());
+    }
+    Err(TrainError::Checkpoint {
+        path: config_path.to_path_buf(),
+        reason: "config.json has changed since this checkpoint was written; restore it (the \
+                 run's weights belong to the configuration they were trained with)"
+            .into(),
+    })
+}
+
 /// Loads a checkpoint's model weights into `model` (which must have the same architecture).
 pub fn load_model<M: Module>(dir: &Path, model: M) -> Result<M, TrainError> {
     let path = dir.join("model.bpk");

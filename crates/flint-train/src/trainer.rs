@@ -303,7 +303,7 @@ fn run(
     train_device.seed(config.seed);
     let mut model = config.model.init(&train_device);
     let mut optimizer = build_optimizer(&config.optimizer);
-    let mut state = RunState::new(config.seed, config_sha.clone());
+    let mut state = RunState::new(config.seed, config_sha);
     if resuming {
         checkpoint::tidy_run_dir(run_dir)?;
     }
@@ -311,12 +311,7 @@ fn run(
     // only lost `last` (with `best` still there) is refused by `load_state` below.
     if resuming && (checkpoint::exists(&last_dir) || checkpoint::exists(&best_dir)) {
         let (dir, saved) = checkpoint::load_state(&last_dir)?;
-        if saved.config_sha256 != config_sha {
-            return Err(TrainError::Checkpoint {
-                path: dir,
-                reason: "config.json has changed since this checkpoint was written".into(),
-            });
-        }
+        checkpoint::check_config_unchanged(&run_dir.join("config.json"), &saved)?;
         model = checkpoint::load_model(&dir, model)?;
         optimizer = checkpoint::load_optimizer(&dir, optimizer)?;
         progress.info(&format!(
@@ -546,16 +541,7 @@ pub fn load_trained(path: &Path, device: &Device) -> Result<(TrainConfig, Classi
     let config_path = run_dir.join("config.json");
     let config = TrainConfig::load_checked(&config_path)?;
     let (dir, state) = checkpoint::load_state(&ckpt)?;
-    // As `resume` does: a config.json edited after training would rebuild another model (or
-    // evaluate on other data) than the one these weights were trained as.
-    if checkpoint::file_sha256(&config_path)? != state.config_sha256 {
-        return Err(TrainError::Checkpoint {
-            path: config_path,
-            reason: "config.json has changed since this checkpoint was written; restore it (the \
-                     run's weights belong to the configuration they were trained with)"
-                .into(),
-        });
-    }
+    checkpoint::check_config_unchanged(&config_path, &state)?;
     let model = checkpoint::load_model(&dir, config.model.init(device))?;
     Ok((config, model.valid()))
 }

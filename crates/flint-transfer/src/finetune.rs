@@ -1181,16 +1181,7 @@ pub fn load_finetuned(
         backbone: pretrained.backbone,
     };
     let (dir, state) = checkpoint::load_state(&ckpt)?;
-    // As `flint train`'s runs: weights belong to the configuration they were trained with.
-    if checkpoint::file_sha256(&config_path)? != state.config_sha256 {
-        return Err(flint_train::TrainError::Checkpoint {
-            path: config_path,
-            reason: "config.json has changed since this checkpoint was written; restore it (the \
-                     run's weights belong to the configuration they were trained with)"
-                .into(),
-        }
-        .into());
-    }
+    checkpoint::check_config_unchanged(&config_path, &state)?;
     let model = checkpoint::load_model(&dir, model)?;
     Ok((config, model.valid(), input))
 }
