@@ -56,7 +56,7 @@ pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
         .map(String::as_str)
         .filter(|b| *b != "flex")
         .collect();
-    let flint = crate::build_flint(&features)?;
+    let flint = crate::flint_binary_with(&features)?;
     let fashion = flint_data::Locator::new()
         .find(&flint_data::FASHION_MNIST)
         .context("the benchmark trains on Fashion-MNIST")?;

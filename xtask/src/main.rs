@@ -474,13 +474,19 @@ fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Res
 
 /// `FLINT_BIN` when set (an installed `flint`, or CI's test build), else the release build.
 fn flint_binary() -> anyhow::Result<PathBuf> {
+    flint_binary_with(&[])
+}
+
+/// `FLINT_BIN` when set, else the release build with these extra backend features. A given
+/// binary is used as it is: `flint` itself says which backend it lacks.
+fn flint_binary_with(features: &[&str]) -> anyhow::Result<PathBuf> {
     match std::env::var_os("FLINT_BIN") {
         Some(bin) => {
             let bin = PathBuf::from(bin);
             anyhow::ensure!(bin.is_file(), "FLINT_BIN={} is not a file", bin.display());
             Ok(bin)
         }
-        None => build_flint(&[]),
+        None => build_flint(features),
     }
 }
 
