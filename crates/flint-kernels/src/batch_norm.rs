@@ -1,4 +1,4 @@
-//! Batch normalisation with batch statistics on flex's host buffers (see [`crate::BatchNorm`]).
+//! Batch normalisation with batch statistics on flex's host buffers.
 //!
 //! burn's generic `batch_norm_train` makes two transposed copies of the activation to reduce
 //! over the batch and about ten element-wise passes for backward. Here every pass runs over
@@ -13,6 +13,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::Tensor;
+use burn::tensor::module::BatchNormTrainOutput;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -20,26 +21,29 @@ use super::{
     AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values, written,
 };
 
-/// The normalised output and the batch's per-channel mean and biased variance (detached), as
-/// burn's `batch_norm_train` returns them.
-pub(crate) struct TrainOutput<const D: usize> {
-    pub output: Tensor<D>,
-    pub mean: Tensor<1>,
-    pub variance: Tensor<1>,
-}
-
-/// `(x - mean) / sqrt(var + eps) * gamma + beta` with the batch's statistics, or `None` where
-/// the tensors are not f32 on flex (the caller then uses burn's).
-pub(crate) fn train<const D: usize>(
+/// `(x - mean) / sqrt(var + eps) * gamma + beta` with the batch's per-channel statistics, as
+/// `burn::tensor::module::batch_norm_train` computes it: the output, and the batch's mean and
+/// biased variance, detached. `None` where the tensors are not all f32 on flex (all tracked or
+/// all plain), the input's rank is below 2 or gamma and beta are not `[channels]` (the caller
+/// then uses burn's, which reports bad shapes).
+///
+/// # Shapes
+/// - input: `[batch, channels, ...]`
+/// - gamma, beta: `[channels]`
+/// - output: the input's shape; mean, variance: `[channels]`
+pub fn batch_norm_train<const D: usize>(
     input: &Tensor<D>,
     gamma: &Tensor<1>,
     beta: &Tensor<1>,
     epsilon: f64,
-) -> Option<TrainOutput<D>> {
+) -> Option<BatchNormTrainOutput<D>> {
+    if D < 2 || gamma.dims() != [input.dims()[1]] || beta.dims() != gamma.dims() {
+        return None;
+    }
     match (on_flex(input)?, on_flex(gamma)?, on_flex(beta)?) {
         (OnFlex::Plain(x), OnFlex::Plain(g), OnFlex::Plain(b)) => {
             let (output, stats) = normalise(&contiguous(&x), values(&contiguous(&g)), &b, epsilon);
-            Some(TrainOutput {
+            Some(BatchNormTrainOutput {
                 output: Tensor::from_primitive::<Flex>(output),
                 mean: Tensor::from_primitive::<Flex>(stats.mean_tensor()),
                 variance: Tensor::from_primitive::<Flex>(stats.variance_tensor()),
@@ -50,7 +54,7 @@ pub(crate) fn train<const D: usize>(
             let detached = |t: FlexTensor| {
                 Tensor::from_primitive::<AutodiffFlex>(<FloatTensor<AutodiffFlex>>::new(t))
             };
-            Some(TrainOutput {
+            Some(BatchNormTrainOutput {
                 output: Tensor::from_primitive::<AutodiffFlex>(output),
                 mean: detached(stats.mean_tensor()),
                 variance: detached(stats.variance_tensor()),
@@ -327,7 +331,8 @@ mod tests {
         let mut results = Vec::new();
         for flint in [true, false] {
             let (output, batch_mean, variance) = if flint {
-                let r = super::train(&x, &gamma, &beta, 1e-5).expect("flex takes the host path");
+                let r = super::batch_norm_train(&x, &gamma, &beta, 1e-5)
+                    .expect("flex takes the host path");
                 (r.output, r.mean, r.variance)
             } else {
                 let r = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
@@ -374,11 +379,23 @@ mod tests {
         let x = Tensor::<2>::from_floats([[1.0, 10.0], [3.0, 30.0]], &device).require_grad();
         let gamma = Tensor::<1>::ones([2], &device).require_grad();
         let beta = Tensor::<1>::zeros([2], &device).require_grad();
-        let r = super::train(&x, &gamma, &beta, 0.0).unwrap();
+        let r = super::batch_norm_train(&x, &gamma, &beta, 0.0).unwrap();
         assert_eq!(values(r.mean.clone()), vec![2.0, 20.0]);
         assert_eq!(values(r.variance.clone()), vec![1.0, 100.0]);
         assert!(!r.mean.is_require_grad() && !r.variance.is_require_grad());
         assert_close("output", &values(r.output), &[-1.0, -1.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn declines_shapes_it_does_not_compute() {
+        let device = Device::flex();
+        let x = Tensor::<4>::zeros([2, 3, 4, 4], &device);
+        let three = Tensor::<1>::ones([3], &device);
+        let two = Tensor::<1>::ones([2], &device);
+        assert!(super::batch_norm_train(&x, &two, &three, 1e-5).is_none());
+        assert!(super::batch_norm_train(&x, &three, &two, 1e-5).is_none());
+        let rank_one = Tensor::<1>::zeros([3], &device);
+        assert!(super::batch_norm_train(&rank_one, &three, &three, 1e-5).is_none());
     }
 
     proptest! {

@@ -1,4 +1,4 @@
-//! 2-D convolution on flex's host buffers (see [`crate::conv2d`]).
+//! 2-D convolution on flex's host buffers.
 //!
 //! burn-flex computes a convolution's weight gradient as another convolution whose "kernel" is
 //! the whole output gradient, and its input gradient as a transposed convolution, each with
@@ -20,24 +20,36 @@ use super::gemm::{Operand, Wanted, matmul, matmul_into};
 use super::weighted::{self, WeightedOp};
 use super::{flex_tensor, written};
 
-/// Stride, dilation and padding of a convolution; the padding as `[[top, bottom], [left, right]]`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ConvOptions {
+/// Stride, dilation and padding of a convolution (one group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvOptions {
+    /// Step between output positions, `[height, width]`.
     pub stride: [usize; 2],
+    /// Spacing of the kernel's taps, `[height, width]` (1: adjacent).
     pub dilation: [usize; 2],
+    /// Zero padding `[[top, bottom], [left, right]]`, which may differ on the two sides (burn's
+    /// `PaddingConfig2d::Same` pads one more after than before for even kernels).
     pub padding: [[usize; 2]; 2],
 }
 
-/// `conv2d(input, weight) + bias` with one group, or `None` where the tensors are not f32 on
-/// flex or the shapes do not fit (the caller then goes through burn, which reports it).
-pub(crate) fn conv2d(
+/// `conv2d(input, weight) + bias` with one group, as `burn::tensor::module::conv2d` computes it,
+/// or `None` where the tensors are not all f32 on flex (all tracked or all plain), the weight's
+/// input channels differ from the input's (groups), the kernel does not fit the padded input or
+/// the bias is not `[c_out]` (the caller then goes through burn, which reports bad shapes).
+///
+/// # Shapes
+/// - input: `[batch, c_in, height, width]`
+/// - weight: `[c_out, c_in, kernel_h, kernel_w]`
+/// - bias: `[c_out]`
+/// - output: `[batch, c_out, out_h, out_w]`, `out = (size + pads - dilation (k - 1) - 1) / stride + 1`
+pub fn conv2d(
     input: &Tensor<4>,
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,
     options: ConvOptions,
 ) -> Option<Tensor<4>> {
     let geometry = Geometry::new(input.dims(), weight.dims(), options)?;
-    if bias.is_some_and(|bias| bias.dims()[0] != geometry.c_out) {
+    if bias.is_some_and(|bias| bias.dims() != [geometry.c_out]) {
         return None;
     }
     weighted::apply(geometry, input, weight, bias)

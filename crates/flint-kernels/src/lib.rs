@@ -1,17 +1,77 @@
-//! Operations that flint computes itself on burn-flex's host buffers, forward and backward.
+//! flint-kernels: 2-D convolution, linear layers, max pooling and batch norm computed by flint
+//! on burn-flex's host buffers, forward and backward.
 //!
-//! burn-flex runs some layers through general paths that cost far more than the layer's
-//! arithmetic: max pooling through a 3-D kernel with `i64` indices, batch norm through
-//! transposed copies of the whole activation. For the common cases (f32, flex, with or without
-//! autodiff) flint computes them in one or two passes over the data and records its own backward
-//! step in burn's autodiff graph ([`Backward`]); every other backend and case goes through burn.
+//! burn-flex runs these layers through general paths that cost far more than their arithmetic:
+//! a convolution's weight gradient as another convolution whose "kernel" is the whole output
+//! gradient, every matrix product of a step split over all threads, max pooling through a 3-D
+//! kernel with 8-byte indices, batch norm through transposed copies of the whole activation.
+//! For f32 tensors on flex, with or without autodiff, these kernels compute them in one or two
+//! passes over contiguous buffers (matrix products through `gemm`, the crate burn-flex uses) and
+//! record their own backward step in burn's autodiff graph, computing only the gradients of
+//! tracked parents.
+//!
+//! # Why a crate of its own
+//! The kernels reach into burn's backend internals (flex's tensor primitive, the autodiff
+//! graph's `Backward` trait and node bookkeeping), which move between burn releases. Kept here,
+//! a burn upgrade touches one crate, and `flint-layers` stays about regularisation: its
+//! `conv2d`, `linear`, `MaxPool2d` and `BatchNorm` call these kernels and fall back to burn.
+//!
+//! # Contract
+//! Each function returns `None` where it does not apply: another backend, another float type,
+//! gradient checkpointing, or shapes it does not handle (grouped convolutions, overlapping
+//! pooling windows). The caller then uses burn's op, so a model computes the same on every
+//! backend. Where it applies, the values and gradients are burn's up to f32 rounding (1e-5
+//! relative): the tests compare each kernel with burn's op on random shapes (proptest), and
+//! `cargo bench -p flint-kernels` times each beside burn's op on the same shapes.
+//!
+//! | kernel | burn's op | declines |
+//! |---|---|---|
+//! | [`conv2d`] | `burn::tensor::module::conv2d` | groups, a kernel larger than the padded input |
+//! | [`linear`] | `burn::tensor::module::linear` (`x.matmul(w) + b`) | mismatched shapes |
+//! | [`max_pool2d`] | `max_pool2d` with stride = kernel, no padding | windows over 256 elements |
+//! | [`batch_norm_train`] | `burn::tensor::module::batch_norm_train` | rank below 2, mismatched gamma/beta |
+//!
+//! # Example
+//! ```
+//! use burn::tensor::module::conv2d as burn_conv2d;
+//! use burn::tensor::ops::ConvOptions as BurnOptions;
+//! use burn::tensor::{Device, Distribution, Tensor};
+//! use flint_kernels::{ConvOptions, conv2d};
+//!
+//! let device = Device::flex().autodiff();
+//! let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &device).require_grad();
+//! let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Default, &device).require_grad();
+//! let options = ConvOptions { stride: [1, 1], dilation: [1, 1], padding: [[1, 1], [1, 1]] };
+//!
+//! let y = conv2d(&x, &w, None, options).expect("f32 on flex: the kernel applies");
+//! let burn_options = BurnOptions::new([1, 1], [1, 1], [1, 1], 1);
+//! let expected = burn_conv2d(x.clone(), w.clone(), None, burn_options);
+//! assert_eq!(y.dims(), [2, 4, 8, 8]);
+//! assert!((y.clone() - expected).abs().max().into_scalar::<f32>() < 1e-4);
+//!
+//! // The backward step is in burn's graph: gradients come from `backward()` as usual.
+//! let grads = y.sum().backward();
+//! assert_eq!(w.grad(&grads).expect("w is tracked").dims(), [4, 3, 3, 3]);
+//!
+//! // A grouped convolution (the weight sees half the input channels) is left to burn.
+//! let grouped = Tensor::<4>::random([4, 1, 3, 3], Distribution::Default, &device);
+//! let x2 = Tensor::<4>::random([2, 2, 8, 8], Distribution::Default, &device);
+//! assert!(conv2d(&x2, &grouped, None, options).is_none());
+//! ```
 
-pub(crate) mod batch_norm;
-pub(crate) mod conv;
-pub(crate) mod gemm;
-pub(crate) mod linear;
-pub(crate) mod max_pool;
-pub(crate) mod weighted;
+mod batch_norm;
+mod conv;
+mod gemm;
+mod linear;
+mod max_pool;
+#[cfg(test)]
+mod test_util;
+mod weighted;
+
+pub use batch_norm::batch_norm_train;
+pub use conv::{ConvOptions, conv2d};
+pub use linear::linear;
+pub use max_pool::max_pool2d;
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::flex::FlexTensor;

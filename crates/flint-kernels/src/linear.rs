@@ -1,4 +1,4 @@
-//! Fully connected layers on flex's host buffers (see [`crate::linear`]).
+//! Fully connected layers on flex's host buffers.
 //!
 //! burn-flex lets gemm split every product of a training step across all threads: on the
 //! reference MLP about 200 thread wake-ups per step, which made two threads slower than one.
@@ -18,9 +18,16 @@ use super::gemm::{Operand, Wanted, matmul_into};
 use super::weighted::{self, WeightedOp};
 use super::{flex_tensor, rows_per_task, written};
 
-/// `input · weight + bias` for `[batch, d_in]` by `[d_in, d_out]`, or `None` where the tensors
-/// are not f32 on flex or the shapes do not fit (the caller then goes through burn).
-pub(crate) fn linear(
+/// `input · weight + bias`, as `burn::tensor::module::linear` computes it for a rank-2 input, or
+/// `None` where the tensors are not all f32 on flex (all tracked or all plain) or the shapes do
+/// not fit (the caller then goes through burn). Flatten leading dimensions into rows first.
+///
+/// # Shapes
+/// - input: `[batch, d_in]`
+/// - weight: `[d_in, d_out]` (burn's row layout)
+/// - bias: `[d_out]`
+/// - output: `[batch, d_out]`
+pub fn linear(
     input: &Tensor<2>,
     weight: &Tensor<2>,
     bias: Option<&Tensor<1>>,
@@ -138,5 +145,105 @@ impl WeightedOp for Sizes {
             flex_tensor(sums.into_iter().map(|v| v as f32).collect(), &[s.d_out])
         });
         [input_grad, weight_grad, bias_grad]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_util::{relative_error, values};
+    use burn::tensor::module::linear;
+    use burn::tensor::{Device, Distribution, Tensor};
+    use proptest::prelude::*;
+
+    /// Checks flint's output and gradients (input, weight, bias; empty where not tracked) against
+    /// burn's `linear` on the same tensors.
+    fn assert_matches(dims: [usize; 3], bias: bool, tracked: [bool; 2], seed: u64) {
+        let [batch, d_in, d_out] = dims;
+        let device = Device::flex().autodiff();
+        // Every random tensor drawn at once: other tests draw from burn's generator too.
+        device.seed(seed);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let mut x = Tensor::<2>::random([batch, d_in], normal, &device);
+        let mut w = Tensor::<2>::random([d_in, d_out], normal, &device);
+        let mut b = Tensor::<1>::random([d_out], normal, &device);
+        let weights = Tensor::<2>::random([batch, d_out], Distribution::Default, &device);
+        if tracked[0] {
+            x = x.require_grad();
+        }
+        if tracked[1] {
+            w = w.require_grad();
+            b = b.require_grad();
+        }
+        let run = |flint: bool| {
+            let bias = bias.then_some(&b);
+            let output = if flint {
+                super::linear(&x, &w, bias).expect("flex takes the host path")
+            } else {
+                linear(x.clone(), w.clone(), bias.cloned())
+            };
+            let grads = (output.clone() * weights.clone()).sum().backward();
+            let grad = |t: Option<Vec<f32>>| t.unwrap_or_default();
+            [
+                values(output),
+                grad(x.grad(&grads).map(values)),
+                grad(w.grad(&grads).map(values)),
+                grad(bias.and_then(|b| b.grad(&grads)).map(values)),
+            ]
+        };
+        let [flint, burn] = [run(true), run(false)];
+        for (name, (ours, theirs)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(flint.iter().zip(&burn))
+        {
+            let case = format!("{name} of {dims:?}, bias {bias}, tracked {tracked:?}");
+            assert_eq!(ours.len(), theirs.len(), "{case}");
+            if !theirs.is_empty() {
+                let error = relative_error(ours, theirs);
+                assert!(error < 1e-5, "{case}: relative error {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_burn_with_and_without_bias_and_tracking() {
+        // The reference MLP's first layer at batch 128: split into runs across threads.
+        assert_matches([128, 784, 256], true, [false, true], 1);
+        assert_matches([12, 5, 7], false, [true, true], 2);
+        assert_matches([3, 4, 2], true, [true, false], 3);
+    }
+
+    #[test]
+    fn plain_tensors_give_burns_output() {
+        let device = Device::flex();
+        device.seed(4);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<2>::random([9, 6], normal, &device);
+        let w = Tensor::<2>::random([6, 4], normal, &device);
+        let b = Tensor::<1>::random([4], normal, &device);
+        let ours = super::linear(&x, &w, Some(&b)).unwrap();
+        let theirs = linear(x, w, Some(b));
+        assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
+    }
+
+    #[test]
+    fn declines_shapes_that_do_not_fit() {
+        let device = Device::flex();
+        let x = Tensor::<2>::zeros([3, 4], &device);
+        let w = Tensor::<2>::zeros([5, 2], &device);
+        assert!(super::linear(&x, &w, None).is_none());
+        let w = Tensor::<2>::zeros([4, 2], &device);
+        let b = Tensor::<1>::zeros([3], &device);
+        assert!(super::linear(&x, &w, Some(&b)).is_none());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn matches_burn(
+            batch in 1usize..70, d_in in 1usize..40, d_out in 1usize..40, bias: bool,
+            input_tracked: bool, seed in 0u64..1000,
+        ) {
+            assert_matches([batch, d_in, d_out], bias, [input_tracked, true], seed);
+        }
     }
 }

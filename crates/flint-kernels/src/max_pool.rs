@@ -1,4 +1,4 @@
-//! Non-overlapping max pooling on flex's host buffers (see [`crate::MaxPool2d`]).
+//! Non-overlapping max pooling on flex's host buffers.
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -16,9 +16,23 @@ use super::{
     AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values, written,
 };
 
-/// Max pooling with windows of `kernel` and the same stride, or `None` where the input is not
-/// an f32 tensor on flex (the caller then uses burn's).
-pub(crate) fn forward(input: &Tensor<4>, kernel: [usize; 2]) -> Option<Tensor<4>> {
+/// Max pooling with windows of `kernel` and the same stride, no padding: burn's
+/// `max_pool2d(input, MaxPoolOptions::new(kernel).with_stride(kernel))`, the same values and
+/// gradients (a NaN in a window wins, ties go to the first maximum, as in PyTorch). `None` where
+/// the input is not an f32 tensor on flex, a window is empty or holds more than 256 elements
+/// (positions are kept as one byte), or the input is smaller than a window (the caller then uses
+/// burn's, which reports it).
+///
+/// # Shapes
+/// - input: `[batch, channels, height, width]`
+/// - output: `[batch, channels, height / kernel_h, width / kernel_w]` (rows and columns that do
+///   not fill a window are dropped)
+pub fn max_pool2d(input: &Tensor<4>, kernel: [usize; 2]) -> Option<Tensor<4>> {
+    let [_, _, height, width] = input.dims();
+    let [kh, kw] = kernel;
+    if kh == 0 || kw == 0 || kh * kw > 256 || height < kh || width < kw {
+        return None;
+    }
     Some(match on_flex(input)? {
         OnFlex::Plain(x) => Tensor::from_primitive::<Flex>(pool(&x, kernel).0),
         OnFlex::Autodiff(x) => Tensor::from_primitive::<AutodiffFlex>(pool_tracked(x, kernel)),
@@ -225,7 +239,7 @@ mod tests {
         let weights = Tensor::<4>::random(pooled, Distribution::Default, &device);
         let run = |flint: bool| {
             let output = if flint {
-                super::forward(&x, kernel).expect("flex takes the host path")
+                super::max_pool2d(&x, kernel).expect("flex takes the host path")
             } else {
                 max_pool2d(x.clone(), MaxPoolOptions::new(kernel))
             };
@@ -254,7 +268,7 @@ mod tests {
         let device = Device::flex().autodiff();
         let x = Tensor::<4>::from_floats([[[[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 9.0, 8.0]]]], &device)
             .require_grad();
-        let output = super::forward(&x, [2, 2]).unwrap();
+        let output = super::max_pool2d(&x, [2, 2]).unwrap();
         assert_eq!(values(output.clone()), vec![5.0, 9.0]);
         let grads = (output * Tensor::from_floats([[[[10.0, 20.0]]]], &device))
             .sum()
@@ -266,10 +280,21 @@ mod tests {
     }
 
     #[test]
+    fn declines_windows_it_does_not_compute() {
+        let device = Device::flex();
+        let x = Tensor::<4>::zeros([1, 1, 20, 20], &device);
+        assert!(super::max_pool2d(&x, [0, 2]).is_none());
+        // 17 x 17 = 289 positions do not fit in a byte.
+        assert!(super::max_pool2d(&x, [17, 17]).is_none());
+        assert!(super::max_pool2d(&x, [21, 1]).is_none());
+        assert!(super::max_pool2d(&x, [16, 16]).is_some());
+    }
+
+    #[test]
     fn a_nan_in_a_window_wins() {
         let device = Device::flex();
         let x = Tensor::<4>::from_floats([[[[1.0, f32::NAN], [3.0, 4.0]]]], &device);
-        assert!(values(super::forward(&x, [2, 2]).unwrap())[0].is_nan());
+        assert!(values(super::max_pool2d(&x, [2, 2]).unwrap())[0].is_nan());
     }
 
     #[test]
@@ -290,7 +315,7 @@ mod tests {
         let weights = Tensor::<4>::from_floats([[[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]]], &device);
         let run = |flint: bool| {
             let output = if flint {
-                super::forward(&x, [2, 2]).unwrap()
+                super::max_pool2d(&x, [2, 2]).unwrap()
             } else {
                 max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]))
             };

@@ -176,7 +176,7 @@ impl BatchNorm {
             "BatchNorm: expected more than 1 value per channel when training, got input shape {dims:?}"
         );
         let (output, mean, variance) =
-            match crate::host::batch_norm::train(&input, &gamma, &beta, self.eps) {
+            match flint_kernels::batch_norm_train(&input, &gamma, &beta, self.eps) {
                 Some(result) => (result.output, result.mean, result.variance),
                 None => {
                     let result =

@@ -2,8 +2,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
-use crate::host;
-use crate::host::conv::ConvOptions;
+use flint_kernels::ConvOptions;
 
 /// Applies burn's [`Conv2d`] to `input`: the same values and gradients as `conv.forward(input)`,
 /// computed by flint's own kernels where that is faster.
@@ -35,7 +34,8 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
             padding,
         };
         let bias = conv.bias.as_ref().map(|bias| bias.val());
-        if let Some(output) = host::conv::conv2d(&input, &conv.weight.val(), bias.as_ref(), options)
+        if let Some(output) =
+            flint_kernels::conv2d(&input, &conv.weight.val(), bias.as_ref(), options)
         {
             return output;
         }

@@ -33,7 +33,6 @@ mod error;
 mod feature_alpha_dropout;
 mod fuse;
 mod gaussian_dropout;
-mod host;
 mod linear;
 mod max_norm;
 mod max_pool;

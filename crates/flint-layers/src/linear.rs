@@ -1,8 +1,6 @@
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-use crate::host;
-
 /// Applies burn's [`Linear`] to `input`: the same values and gradients as
 /// `linear.forward(input)`, computed by flint's own kernels where that is faster.
 ///
@@ -24,7 +22,7 @@ pub fn linear<const D: usize>(linear: &Linear, input: Tensor<D>) -> Tensor<D> {
         let rows = dims[..D - 1].iter().product::<usize>();
         let bias = linear.bias.as_ref().map(|bias| bias.val());
         let flat: Tensor<2> = input.clone().reshape([rows, d_input]);
-        if let Some(output) = host::linear::linear(&flat, &weight, bias.as_ref()) {
+        if let Some(output) = flint_kernels::linear(&flat, &weight, bias.as_ref()) {
             let mut out_dims = dims;
             out_dims[D - 1] = d_output;
             return output.reshape(out_dims);

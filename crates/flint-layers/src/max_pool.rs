@@ -5,7 +5,6 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 
 use crate::LayerConfigError;
-use crate::host;
 
 /// Configuration of a [`MaxPool2d`]: 2-D max pooling without padding (PyTorch's
 /// `nn.MaxPool2d(kernel_size, stride)`, burn's `MaxPool2dConfig` with valid padding).
@@ -72,10 +71,8 @@ impl MaxPool2d {
             height >= kh && width >= kw,
             "MaxPool2d: the input's spatial size {height}x{width} is smaller than the window {kh}x{kw}"
         );
-        // Window positions are kept as one byte each.
         if self.strides == self.kernel_size
-            && kh * kw <= 256
-            && let Some(output) = host::max_pool::forward(&input, self.kernel_size)
+            && let Some(output) = flint_kernels::max_pool2d(&input, self.kernel_size)
         {
             return output;
         }
