@@ -42,6 +42,7 @@ mod penalty;
 mod random;
 mod recalibrate;
 mod spatial_dropout;
+pub mod visit;
 #[cfg(test)]
 mod test_util;
 
@@ -58,7 +59,7 @@ pub use feature_alpha_dropout::{FeatureAlphaDropout, FeatureAlphaDropoutConfig};
 pub use fuse::{InferenceAffine, fuse_conv_bn, fuse_linear_bn};
 pub use gaussian_dropout::{GaussianDropout, GaussianDropoutConfig};
 pub use linear::linear;
-pub use max_norm::{MaxNorm, MaxNormConfig};
+pub use max_norm::{MaxNorm, MaxNormConfig, MaxNormLayers, UnitWeights};
 pub use max_pool::{MaxPool2d, MaxPool2dConfig};
 pub use mc_dropout::{McDropoutPrediction, mc_dropout_mode, mc_dropout_predict};
 pub use mode::is_training;

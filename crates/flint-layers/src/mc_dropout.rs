@@ -1,62 +1,28 @@
 //! Monte-Carlo dropout (Gal & Ghahramani 2016): predictive uncertainty from stochastic passes.
 
-use burn::module::{Flag, Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::module::{Module, ParamGroup};
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use crate::BatchNormLayers;
 use crate::error::LayerConfigError;
+use crate::visit::param_ids;
 
-/// Puts `model` in MC-dropout mode: every batch norm (flint's [`BatchNorm`](crate::BatchNorm) and
-/// burn's `BatchNorm`, found by type wherever they sit) is frozen with burn's
-/// `freeze_group`, so it normalises with its running statistics and stops updating them, while
-/// every dropout-family layer keeps its training flag and stays stochastic.
+/// Puts `model` in MC-dropout mode: every batch norm the model names through
+/// [`BatchNormLayers`] (flint's [`BatchNorm`](crate::BatchNorm) and burn's `BatchNorm`) is frozen
+/// with burn's `freeze_group`, so it normalises with its running statistics and stops updating
+/// them, while every dropout-family layer keeps its training flag and stays stochastic.
 ///
 /// The model must be in training configuration: on an autodiff device (e.g. `device.autodiff()`)
 /// and not `valid()` (which turns every layer's flag off). Its parameters in the frozen group stop
 /// requiring gradients; the rest are untouched. For sampling only, add `.no_grad()`: dropout stays
 /// on, and the autodiff backend stops recording each pass's graph, which otherwise accumulates
 /// until a backward pass (hundreds of passes over a test set can exhaust memory).
-pub fn mc_dropout_mode<M: Module>(model: M) -> M {
-    let mut visitor = BatchNormIds {
-        path: Vec::new(),
-        ids: Vec::new(),
-    };
-    model.visit(&mut visitor);
-    model.freeze_group(ParamGroup::from_ids(visitor.ids))
-}
-
-struct BatchNormIds {
-    /// Enclosing struct type of each level.
-    path: Vec<String>,
-    ids: Vec<ParamId>,
-}
-
-impl BatchNormIds {
-    fn in_batch_norm(&self) -> bool {
-        self.path.last().map(String::as_str) == Some("Struct:BatchNorm")
-    }
-}
-
-impl ModuleVisitor for BatchNormIds {
-    fn enter_module(&mut self, _name: &str, container_type: &str) {
-        self.path.push(container_type.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if self.in_batch_norm() {
-            self.ids.push(param.id);
-        }
-    }
-
-    fn visit_flag(&mut self, flag: &Param<Flag>) {
-        if self.in_batch_norm() {
-            self.ids.push(flag.id);
-        }
-    }
+pub fn mc_dropout_mode<M: Module + BatchNormLayers>(mut model: M) -> M {
+    let mut ids = Vec::new();
+    model.for_each_batch_norm(&mut |bn| ids.extend(param_ids(bn)));
+    model.for_each_burn_batch_norm(&mut |bn| ids.extend(param_ids(bn)));
+    model.freeze_group(ParamGroup::from_ids(ids))
 }
 
 /// The summary of `samples` stochastic passes.

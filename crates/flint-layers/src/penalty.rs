@@ -1,7 +1,9 @@
 //! L1/L2 weight penalties to add to a loss (Keras' `kernel_regularizer=l1_l2(..)`).
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
+
+use crate::visit::{ParamPath, ParamVisitor, visit_params};
 
 /// `l1 · Σ|w| + l2 · Σw²` over a model's weights, a term to add to the loss.
 ///
@@ -28,31 +30,21 @@ impl WeightPenalty {
     pub fn penalty<M: Module>(&self, model: &M, device: &Device) -> Tensor<1> {
         let mut visitor = PenaltyVisitor {
             penalty: *self,
-            field: Vec::new(),
             total: Tensor::zeros([1], device),
         };
-        model.visit(&mut visitor);
+        visit_params(model, &mut visitor);
         visitor.total
     }
 }
 
 struct PenaltyVisitor {
     penalty: WeightPenalty,
-    field: Vec<String>,
     total: Tensor<1>,
 }
 
-impl ModuleVisitor for PenaltyVisitor {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.field.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.field.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if self.field.last().map(String::as_str) != Some("weight") {
+impl ParamVisitor for PenaltyVisitor {
+    fn visit_float<const D: usize>(&mut self, path: ParamPath<'_>, param: &Param<Tensor<D>>) {
+        if path.name() != "weight" {
             return;
         }
         let weight = param.val().to_device(&self.total.device());

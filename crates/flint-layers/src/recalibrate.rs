@@ -2,10 +2,12 @@
 
 use crate::BatchNorm;
 
-/// Gives [`recalibrate_bn`] access to a model's flint [`BatchNorm`] layers.
+/// Gives [`recalibrate_bn`] and [`mc_dropout_mode`](crate::mc_dropout_mode) a model's batch
+/// norms.
 ///
-/// burn's module traversal can reset tensors but not change a layer's momentum, so the model
-/// names its batch norms once:
+/// burn's module traversal can reset tensors but not change a layer's momentum, and names layer
+/// types only by strings (`"Struct:BatchNorm"`, which any user type of that name matches), so the
+/// model names its batch norms once:
 ///
 /// ```ignore
 /// impl BatchNormLayers for Net {
@@ -18,6 +20,12 @@ use crate::BatchNorm;
 pub trait BatchNormLayers {
     /// Calls `f` on every [`BatchNorm`] of the model, in a fixed order.
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm));
+
+    /// Calls `f` on every burn `BatchNorm` of the model, in a fixed order: these are frozen by
+    /// [`mc_dropout_mode`](crate::mc_dropout_mode) but not recalibrated (burn's layer has no
+    /// cumulative mode). None by default.
+    #[allow(unused_variables)]
+    fn for_each_burn_batch_norm(&mut self, f: &mut dyn FnMut(&mut burn::nn::BatchNorm)) {}
 }
 
 impl BatchNormLayers for BatchNorm {
@@ -26,10 +34,38 @@ impl BatchNormLayers for BatchNorm {
     }
 }
 
+impl BatchNormLayers for burn::nn::BatchNorm {
+    fn for_each_batch_norm(&mut self, _f: &mut dyn FnMut(&mut BatchNorm)) {}
+
+    fn for_each_burn_batch_norm(&mut self, f: &mut dyn FnMut(&mut burn::nn::BatchNorm)) {
+        f(self)
+    }
+}
+
+impl<T: BatchNormLayers> BatchNormLayers for Option<T> {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm)) {
+        if let Some(item) = self {
+            item.for_each_batch_norm(f);
+        }
+    }
+
+    fn for_each_burn_batch_norm(&mut self, f: &mut dyn FnMut(&mut burn::nn::BatchNorm)) {
+        if let Some(item) = self {
+            item.for_each_burn_batch_norm(f);
+        }
+    }
+}
+
 impl<T: BatchNormLayers> BatchNormLayers for Vec<T> {
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm)) {
         for item in self {
             item.for_each_batch_norm(f);
+        }
+    }
+
+    fn for_each_burn_batch_norm(&mut self, f: &mut dyn FnMut(&mut burn::nn::BatchNorm)) {
+        for item in self {
+            item.for_each_burn_batch_norm(f);
         }
     }
 }

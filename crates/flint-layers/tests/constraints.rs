@@ -8,7 +8,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Distribution, Tensor};
 use common::{plain_device, train_device, values};
 use flint_layers::{
-    BatchNorm, BatchNormConfig, DropConnect, DropConnectConfig, MaxNormConfig, WeightPenalty,
+    BatchNorm, BatchNormConfig, DropConnect, DropConnectConfig, MaxNormConfig, MaxNormLayers,
+    UnitWeights, WeightPenalty,
 };
 use proptest::prelude::*;
 
@@ -18,6 +19,14 @@ struct Net {
     bn: BatchNorm,
     hidden: DropConnect,
     head: Linear,
+}
+
+impl MaxNormLayers for Net {
+    fn for_each_unit_weights(&mut self, f: &mut dyn FnMut(UnitWeights<'_>)) {
+        self.conv.for_each_unit_weights(f);
+        self.hidden.for_each_unit_weights(f);
+        self.head.for_each_unit_weights(f);
+    }
 }
 
 fn net(device: &burn::tensor::Device, spread: f64) -> Net {
@@ -117,6 +126,34 @@ fn max_norm_keeps_weights_trainable() {
     assert!(model.conv.weight.val().is_require_grad());
     let norms = column_norms(&values(&model.head.weight.val()), 5, 3);
     assert!(norms.iter().all(|&n| n <= 0.01 * (1.0 + 1e-5)), "{norms:?}");
+}
+
+/// A user type called `Linear` is not mistaken for burn's: max-norm constrains only what the
+/// model names through `MaxNormLayers` (it once matched burn's `"Struct:Linear"` type string).
+#[test]
+fn max_norm_ignores_a_user_type_named_linear() {
+    mod user {
+        #[derive(burn::module::Module, Debug)]
+        pub struct Linear {
+            pub weight: burn::module::Param<burn::tensor::Tensor<2>>,
+        }
+    }
+    #[derive(Module, Debug)]
+    struct Wrapper {
+        table: user::Linear,
+    }
+    impl MaxNormLayers for Wrapper {
+        fn for_each_unit_weights(&mut self, _f: &mut dyn FnMut(UnitWeights<'_>)) {}
+    }
+    let device = plain_device();
+    let weight = Tensor::<2>::ones([4, 2], &device).mul_scalar(10.0);
+    let model = Wrapper {
+        table: user::Linear {
+            weight: Param::from_tensor(weight.clone()),
+        },
+    };
+    let model = MaxNormConfig::new(1.0).init().apply(model);
+    assert_eq!(values(&model.table.weight.val()), values(&weight));
 }
 
 /// The penalty is `l1 Σ|w| + l2 Σw²` over `weight` parameters only, and its gradient is

@@ -15,8 +15,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{train_device, values};
 use flint_layers::{
-    BatchNorm, BatchNormConfig, GaussianDropout, GaussianDropoutConfig, LayerConfigError,
-    McDropoutPrediction, mc_dropout_mode, mc_dropout_predict,
+    BatchNorm, BatchNormConfig, BatchNormLayers, GaussianDropout, GaussianDropoutConfig,
+    LayerConfigError, McDropoutPrediction, mc_dropout_mode, mc_dropout_predict,
 };
 
 const INPUTS: usize = 6;
@@ -33,6 +33,16 @@ struct Net {
     noise: GaussianDropout,
     fc2: Linear,
     head_bn: BurnBatchNorm,
+}
+
+impl BatchNormLayers for Net {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm)) {
+        f(&mut self.bn);
+    }
+
+    fn for_each_burn_batch_norm(&mut self, f: &mut dyn FnMut(&mut BurnBatchNorm)) {
+        f(&mut self.head_bn);
+    }
 }
 
 impl Net {

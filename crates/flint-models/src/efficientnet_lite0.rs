@@ -294,34 +294,10 @@ impl EfficientNetLite0 {
 mod tests {
     use super::*;
     use crate::ParamCounts;
-    use burn::module::ModuleVisitor;
-    use burn::module::Param;
+    use flint_layers::visit::float_param_paths;
 
     fn device() -> Device {
         Device::flex()
-    }
-
-    /// Module paths of the float tensors, as burn-store sees them.
-    fn paths(model: &EfficientNetLite0) -> Vec<String> {
-        #[derive(Default)]
-        struct Paths {
-            stack: Vec<String>,
-            out: Vec<String>,
-        }
-        impl ModuleVisitor for Paths {
-            fn enter_module(&mut self, name: &str, _container_type: &str) {
-                self.stack.push(name.to_string());
-            }
-            fn exit_module(&mut self, _name: &str, _container_type: &str) {
-                self.stack.pop();
-            }
-            fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
-                self.out.push(self.stack.join("."));
-            }
-        }
-        let mut visitor = Paths::default();
-        model.visit(&mut visitor);
-        visitor.out
     }
 
     #[test]
@@ -353,7 +329,7 @@ mod tests {
     #[test]
     fn efficientnet_paths_are_the_state_dict_keys() {
         let model = EfficientNetLite0Config::new().init(&device());
-        let paths = paths(&model);
+        let paths = float_param_paths(&model);
         // 296 keys in the .pth; flint's BN keeps its counter as a float tensor too.
         assert_eq!(paths.len(), 296);
         for key in [

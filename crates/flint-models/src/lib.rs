@@ -20,6 +20,7 @@ pub mod activation;
 pub mod cnn;
 pub mod efficientnet_lite0;
 pub mod error;
+mod layers;
 pub mod mlp;
 pub mod mnist_cnn_bn;
 pub mod summary;

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
+use flint_layers::visit::{ParamPath, ParamVisitor, visit_params};
 
 /// Field names of normalisation buffers: running statistics are state, not parameters
 /// (PyTorch's `buffers()`, Keras' "non-trainable" BN weights).
@@ -29,35 +30,26 @@ impl ParamCounts {
     /// only show once it is moved to autodiff, so the count is taken on a `train()` copy.
     pub fn of<M: Module>(module: &M) -> Self {
         #[derive(Default)]
-        struct Counter {
-            counts: ParamCounts,
-            path: Vec<String>,
-        }
-        impl ModuleVisitor for Counter {
-            fn enter_module(&mut self, name: &str, _container_type: &str) {
-                self.path.push(name.to_string());
-            }
-            fn exit_module(&mut self, _name: &str, _container_type: &str) {
-                self.path.pop();
-            }
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        struct Counter(ParamCounts);
+        impl ParamVisitor for Counter {
+            fn visit_float<const D: usize>(
+                &mut self,
+                path: ParamPath<'_>,
+                param: &Param<Tensor<D>>,
+            ) {
                 let n = param.lazy_shape().num_elements();
-                let buffer = self
-                    .path
-                    .last()
-                    .is_some_and(|name| BUFFER_NAMES.contains(&name.as_str()));
-                if buffer {
-                    self.counts.buffers += n;
+                if BUFFER_NAMES.contains(&path.name()) {
+                    self.0.buffers += n;
                 } else if param.is_require_grad() {
-                    self.counts.trainable += n;
+                    self.0.trainable += n;
                 } else {
-                    self.counts.frozen += n;
+                    self.0.frozen += n;
                 }
             }
         }
         let mut counter = Counter::default();
-        module.clone().train().visit(&mut counter);
-        counter.counts
+        visit_params(&module.clone().train(), &mut counter);
+        counter.0
     }
 
     /// All parameters.

@@ -6,8 +6,9 @@
 //! so a frozen backbone normalises with its running statistics and never updates them: the
 //! behaviour PyTorch users get from `requires_grad_(False)` plus `.eval()` on those layers.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::module::{Flag, Module, Param, ParamGroup, ParamId};
 use burn::tensor::Tensor;
+use flint_layers::visit::{ParamPath, ParamVisitor, visit_params};
 
 use crate::error::TransferError;
 
@@ -22,50 +23,29 @@ pub struct ParamInfo {
     pub trainable: bool,
 }
 
-/// Walks a module, calling `on_param(path, param)` for every float parameter and
-/// `on_flag(layer_path, flag_id)` for every training flag, with `.`-joined module paths.
-struct PathWalker<P, F> {
-    stack: Vec<String>,
-    on_param: P,
-    on_flag: F,
-}
-
-impl<P, F> ModuleVisitor for PathWalker<P, F>
-where
-    P: FnMut(&str, ParamId, Vec<usize>, bool),
-    F: FnMut(&str, ParamId),
-{
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.stack.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.stack.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        (self.on_param)(
-            &self.stack.join("."),
-            param.id,
-            param.shape().to_vec(),
-            param.is_require_grad(),
-        );
-    }
-    fn visit_flag(&mut self, flag: &Param<burn::module::Flag>) {
-        // The flag's own name (`training`) is the last element: report its layer's path.
-        let layer = self.stack[..self.stack.len().saturating_sub(1)].join(".");
-        (self.on_flag)(&layer, flag.id);
-    }
-}
-
+/// Calls `on_param(path, id, param)` for every float parameter and `on_flag(layer_path, id)`
+/// for every training flag of `module`.
 fn walk<M: Module>(
     module: &M,
     on_param: impl FnMut(&str, ParamId, Vec<usize>, bool),
     on_flag: impl FnMut(&str, ParamId),
 ) {
-    module.visit(&mut PathWalker {
-        stack: Vec::new(),
-        on_param,
-        on_flag,
-    });
+    struct Walker<P, F>(P, F);
+    impl<P, F> ParamVisitor for Walker<P, F>
+    where
+        P: FnMut(&str, ParamId, Vec<usize>, bool),
+        F: FnMut(&str, ParamId),
+    {
+        fn visit_float<const D: usize>(&mut self, path: ParamPath<'_>, param: &Param<Tensor<D>>) {
+            let shape = param.shape().to_vec();
+            (self.0)(&path.to_string(), param.id, shape, param.is_require_grad());
+        }
+        fn visit_flag(&mut self, path: ParamPath<'_>, flag: &Param<Flag>) {
+            // The flag's own name (`training`) is the last element: report its layer's path.
+            (self.1)(&path.layer().to_string(), flag.id);
+        }
+    }
+    visit_params(module, &mut Walker(on_param, on_flag));
 }
 
 /// Every float parameter of `module` in declaration order, with its path and whether it

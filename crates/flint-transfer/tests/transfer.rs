@@ -9,6 +9,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use flint_data::{LabelledSet, Locator, Split};
+use flint_layers::visit::{ParamPath, ParamVisitor, visit_params};
 use flint_models::{MnistCnnBn, MnistCnnBnConfig};
 use flint_transfer::finetune::group_rates;
 use flint_transfer::{
@@ -34,21 +35,15 @@ fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
 
 /// Every float parameter's values, by path.
 fn snapshot<M: Module>(m: &M) -> Vec<(String, Vec<f32>)> {
-    struct Collect(Vec<String>, Vec<(String, Vec<f32>)>);
-    impl burn::module::ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.1.push((self.0.join("."), values(&p.val())));
+    struct Collect(Vec<(String, Vec<f32>)>);
+    impl ParamVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, path: ParamPath<'_>, p: &Param<Tensor<D>>) {
+            self.0.push((path.to_string(), values(&p.val())));
         }
     }
-    let mut c = Collect(Vec::new(), Vec::new());
-    m.visit(&mut c);
-    c.1
+    let mut c = Collect(Vec::new());
+    visit_params(m, &mut c);
+    c.0
 }
 
 fn cnn(m: &TransferModel) -> &MnistCnnBn {
