@@ -1,0 +1,319 @@
+//! Data parallelism over several devices, with burn's own multi-device primitives.
+//!
+//! One step: the batch is split into one shard per device; on each device, in its own thread,
+//! a fork of the model (burn's [`Module::fork`], same parameter ids) computes that shard's loss
+//! and its gradients; the gradients are brought to the main device
+//! ([`GradientsParams::to_device`]) and summed there ([`GradientsAccumulator`]); one optimiser
+//! step on the main device follows, and the next step forks the updated model again. This is
+//! what burn-train's `MultiDeviceOptim::OptimMainDevice` strategy does, and what PyTorch's
+//! `nn.DataParallel` does.
+//!
+//! Each shard's loss is scaled by its share of the batch before the backward pass, so for a
+//! loss that is a mean over examples the summed gradient is the gradient of the whole batch:
+//! with layers that treat examples independently, a step on two devices equals the step on
+//! one (tested below). Batch norm sees each shard's own statistics, as in `nn.DataParallel`.
+//!
+//! burn's collective all-reduce (`ExecutionStrategy::ddp`) needs CUDA's collective
+//! communication and one process-wide group per device; it is not used here, so the same code
+//! runs on every backend, the CPU included.
+
+use std::any::Any;
+use std::thread;
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+
+/// Why a multi-device step could not run.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParallelError {
+    /// No shard was given.
+    #[error("a data-parallel step needs at least one shard")]
+    NoShards,
+    /// A shard has no examples.
+    #[error(
+        "shard {shard} (device {device}) has no examples; use a batch of at least one example per device"
+    )]
+    EmptyShard {
+        /// The shard's position.
+        shard: usize,
+        /// The device it was meant for, as burn prints it.
+        device: String,
+    },
+    /// The step panicked on one device: burn backends report some failures (out of device
+    /// memory, a lost device) by panicking.
+    #[error("the training step failed on device {device}: {message}")]
+    Worker {
+        /// The device, as burn prints it.
+        device: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// One shard of a batch: the device that computes it, its input and how many examples it holds.
+#[derive(Debug)]
+pub struct Shard<I> {
+    /// Where this shard's forward and backward passes run (an autodiff device).
+    pub device: Device,
+    /// The shard's input, already on `device`.
+    pub input: I,
+    /// Examples in the shard: its weight in the batch's mean loss.
+    pub examples: usize,
+}
+
+/// What one device computed: the step's output for its shard (e.g. the loss value and the
+/// number of correct predictions), returned in shard order.
+#[derive(Debug)]
+pub struct ShardOutput<O> {
+    /// The device that computed it.
+    pub device: Device,
+    /// The closure's second return value.
+    pub output: O,
+}
+
+/// The gradients of the mean loss over all shards, on `main` (the device of `model`'s
+/// parameters), and each shard's output.
+///
+/// `step` gets the model forked to the shard's device and the shard's input, and returns the
+/// shard's mean loss (a one-element tensor) and whatever the caller wants back from it. It runs
+/// on one thread per shard; the first shard may run on `main` itself.
+///
+/// # Errors
+///
+/// [`ParallelError`] when there is no shard, a shard is empty or a step panicked on a device
+/// (named in the error).
+pub fn data_parallel_gradients<M, I, O, F>(
+    model: &M,
+    main: &Device,
+    shards: Vec<Shard<I>>,
+    step: F,
+) -> Result<(GradientsParams, Vec<ShardOutput<O>>), ParallelError>
+where
+    M: Module,
+    I: Send,
+    O: Send,
+    F: Fn(&M, I) -> (Tensor<1>, O) + Sync,
+{
+    if shards.is_empty() {
+        return Err(ParallelError::NoShards);
+    }
+    if let Some((shard, s)) = shards.iter().enumerate().find(|(_, s)| s.examples == 0) {
+        return Err(ParallelError::EmptyShard {
+            shard,
+            device: format!("{:?}", s.device),
+        });
+    }
+    let total: usize = shards.iter().map(|s| s.examples).sum();
+    // Gradients live on the device without autodiff (burn keeps them as plain tensors).
+    let main_plain = main.clone().inner();
+
+    let results: Vec<(Device, thread::Result<(GradientsParams, O)>)> = thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .into_iter()
+            .map(|shard| {
+                let step = &step;
+                let main_plain = &main_plain;
+                let device = shard.device.clone();
+                // Modules are `Send`, not `Sync`: each thread gets its own clone to fork.
+                let copy = model.clone();
+                let handle = scope.spawn(move || {
+                    let replica = copy.fork(&shard.device);
+                    let (loss, output) = step(&replica, shard.input);
+                    let share = shard.examples as f64 / total as f64;
+                    let grads =
+                        GradientsParams::from_grads(loss.mul_scalar(share).backward(), &replica);
+                    (grads.to_device(main_plain, &replica), output)
+                });
+                (device, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(device, handle)| (device, handle.join()))
+            .collect()
+    });
+
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut outputs = Vec::with_capacity(results.len());
+    for (device, result) in results {
+        match result {
+            Ok((grads, output)) => {
+                accumulator.accumulate(model, grads);
+                outputs.push(ShardOutput { device, output });
+            }
+            Err(payload) => {
+                return Err(ParallelError::Worker {
+                    device: format!("{device:?}"),
+                    message: panic_message(payload.as_ref()),
+                });
+            }
+        }
+    }
+    Ok((accumulator.grads(), outputs))
+}
+
+/// Sizes of `parts` shards of `examples` examples, as equal as possible, larger ones first
+/// (PyTorch's `DataParallel` scatters the same way).
+pub fn shard_sizes(examples: usize, parts: usize) -> Vec<usize> {
+    if parts == 0 {
+        return Vec::new();
+    }
+    let (base, extra) = (examples / parts, examples % parts);
+    (0..parts).map(|i| base + usize::from(i < extra)).collect()
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::nn::{Linear, LinearConfig, Relu};
+    use burn::tensor::{Distribution, Int, TensorData};
+
+    #[derive(Module, Debug)]
+    struct Net {
+        fc1: Linear,
+        fc2: Linear,
+        relu: Relu,
+    }
+
+    impl Net {
+        fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+            self.fc2.forward(self.relu.forward(self.fc1.forward(x)))
+        }
+    }
+
+    fn setup(device: &Device) -> (Net, Tensor<2>, Tensor<1, Int>) {
+        device.seed(7);
+        let net = Net {
+            fc1: LinearConfig::new(6, 16).init(device),
+            fc2: LinearConfig::new(16, 3).init(device),
+            relu: Relu::new(),
+        };
+        let x = Tensor::<2>::random([10, 6], Distribution::Normal(0.0, 1.0), device);
+        let y = Tensor::<1, Int>::from_data(
+            TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1, 2, 0], [10]),
+            device,
+        );
+        (net, x, y)
+    }
+
+    fn grad_values(grads: &GradientsParams, param: &Param<Tensor<2>>) -> Vec<f32> {
+        grads
+            .get::<2>(param.id)
+            .expect("a gradient for every weight")
+            .into_data()
+            .iter::<f32>()
+            .collect()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Two shards of 7 and 3 examples on two devices give the gradient of all 10 on one: the
+    /// CPU has one flex device, so both shards run on it, each in its own thread, through the
+    /// same fork / move / accumulate path a machine with two GPUs takes.
+    #[test]
+    fn two_shards_give_the_whole_batch_gradient() {
+        let device = Device::flex().autodiff();
+        let (net, x, y) = setup(&device);
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+
+        let whole = loss_fn.forward(net.forward(x.clone()), y.clone());
+        let reference = GradientsParams::from_grads(whole.backward(), &net);
+
+        let shards = vec![
+            Shard {
+                device: device.clone(),
+                input: (x.clone().narrow(0, 0, 7), y.clone().narrow(0, 0, 7)),
+                examples: 7,
+            },
+            Shard {
+                device: device.clone(),
+                input: (x.narrow(0, 7, 3), y.narrow(0, 7, 3)),
+                examples: 3,
+            },
+        ];
+        let (grads, outputs) =
+            data_parallel_gradients(&net, &device, shards, |model: &Net, (x, y)| {
+                let loss = CrossEntropyLossConfig::new()
+                    .init(&x.device())
+                    .forward(model.forward(x), y);
+                let value: f32 = loss.clone().into_scalar();
+                (loss, value)
+            })
+            .unwrap();
+        assert_eq!(outputs.len(), 2);
+        for param in [&net.fc1.weight, &net.fc2.weight] {
+            let diff = max_abs_diff(&grad_values(&grads, param), &grad_values(&reference, param));
+            assert!(diff < 1e-6, "gradients differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn a_panicking_step_is_an_error_naming_the_device() {
+        let device = Device::flex().autodiff();
+        let (net, x, _) = setup(&device);
+        let shards = vec![Shard {
+            device: device.clone(),
+            input: x,
+            examples: 10,
+        }];
+        let err = data_parallel_gradients(
+            &net,
+            &device,
+            shards,
+            |_: &Net, _x: Tensor<2>| -> (Tensor<1>, ()) { panic!("out of device memory") },
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("out of device memory") && message.contains("failed on device"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn empty_and_missing_shards_are_refused() {
+        let device = Device::flex().autodiff();
+        let (net, x, _) = setup(&device);
+        let step = |model: &Net, x: Tensor<2>| (model.forward(x).mean(), ());
+        let none: Vec<Shard<Tensor<2>>> = Vec::new();
+        assert_eq!(
+            data_parallel_gradients(&net, &device, none, step).unwrap_err(),
+            ParallelError::NoShards
+        );
+        let empty = vec![Shard {
+            device: device.clone(),
+            input: x,
+            examples: 0,
+        }];
+        assert!(matches!(
+            data_parallel_gradients(&net, &device, empty, step).unwrap_err(),
+            ParallelError::EmptyShard { shard: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn shards_are_as_equal_as_possible() {
+        assert_eq!(shard_sizes(10, 3), vec![4, 3, 3]);
+        assert_eq!(shard_sizes(2, 4), vec![1, 1, 0, 0]);
+        assert_eq!(shard_sizes(7, 0), Vec::<usize>::new());
+    }
+}
