@@ -1,0 +1,272 @@
+//! flint's kernels beside burn's own ops on the same tensors, on burn-flex.
+//!
+//! Run with `cargo bench -p flint-kernels` (add `-- --warm-up-time 1 --measurement-time 3` for a
+//! quick pass, or a group name to filter). Every group holds `flint` and `burn` on the same
+//! inputs, so the ratio can be read off one run:
+//!
+//! - `<op> fwd <case>`: forward on a plain flex device (inference, no graph recorded);
+//! - `<op> fwd+bwd <case>`: forward and backward on an autodiff device from a fixed dense
+//!   upstream gradient, as inside a network; parameters are tracked, and the input too except for
+//!   a network's first layer.
+//!
+//! The cases are the layers of the reference CNN on Fashion-MNIST (28x28, batch 128: conv 1→32
+//! and 32→64 with 3x3 kernels, batch norm and 2x2 max pooling after each, fully connected
+//! 3136→128→10) and MobileNetV2-like stages at 224x224, batch 16 (the stride-2 stem conv, a 1x1
+//! expansion at 56x56, batch norm and pooling at 112x112, the 1280→1000 classifier). Each
+//! iteration ends by reading a scalar back (a sum of the output or of one gradient), the same
+//! reduction for both.
+
+use burn::tensor::module::{batch_norm_train, conv2d, linear, max_pool2d};
+use burn::tensor::ops::{ConvOptions as BurnConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Distribution, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use flint_kernels::ConvOptions;
+
+const NORMAL: Distribution = Distribution::Normal(0.0, 1.0);
+
+/// Times `flint` and `burn` in one group named `name`.
+fn pair(c: &mut Criterion, name: &str, flint: impl Fn() -> f32, burn: impl Fn() -> f32) {
+    let mut group = c.benchmark_group(name);
+    group.bench_function("flint", |b| b.iter(&flint));
+    group.bench_function("burn", |b| b.iter(&burn));
+    group.finish();
+}
+
+/// A tensor's sum, read back.
+fn total<const D: usize>(tensor: Tensor<D>) -> f32 {
+    tensor.sum().into_scalar::<f32>()
+}
+
+/// Asserts that flint's kernel applies and agrees with burn's op (so the fallback to burn is
+/// never what gets timed).
+fn check(what: &str, flint: f32, burn: f32) {
+    let scale = burn.abs().max(1.0);
+    assert!(
+        (flint - burn).abs() <= 1e-3 * scale,
+        "{what}: flint {flint}, burn {burn}"
+    );
+}
+
+/// A convolution case: input and weight shapes, stride, symmetric padding, and whether the
+/// input takes a gradient (not for a network's first layer).
+struct Conv {
+    label: &'static str,
+    input: [usize; 4],
+    weight: [usize; 4],
+    stride: usize,
+    padding: usize,
+    input_grad: bool,
+}
+
+const CONVS: [Conv; 4] = [
+    Conv {
+        label: "cnn conv1 [128,1,28,28] x [32,1,3,3]",
+        input: [128, 1, 28, 28],
+        weight: [32, 1, 3, 3],
+        stride: 1,
+        padding: 1,
+        input_grad: false,
+    },
+    Conv {
+        label: "cnn conv2 [128,32,14,14] x [64,32,3,3]",
+        input: [128, 32, 14, 14],
+        weight: [64, 32, 3, 3],
+        stride: 1,
+        padding: 1,
+        input_grad: true,
+    },
+    Conv {
+        label: "mnv2 stem [16,3,224,224] x [32,3,3,3] s2",
+        input: [16, 3, 224, 224],
+        weight: [32, 3, 3, 3],
+        stride: 2,
+        padding: 1,
+        input_grad: false,
+    },
+    Conv {
+        label: "mnv2 expand [16,24,56,56] x [144,24,1,1]",
+        input: [16, 24, 56, 56],
+        weight: [144, 24, 1, 1],
+        stride: 1,
+        padding: 0,
+        input_grad: true,
+    },
+];
+
+fn convolution(c: &mut Criterion) {
+    for case in &CONVS {
+        let (s, p) = (case.stride, case.padding);
+        let options = ConvOptions {
+            stride: [s, s],
+            dilation: [1, 1],
+            padding: [[p, p], [p, p]],
+        };
+        let burn_options = BurnConvOptions::new([s, s], [p, p], [1, 1], 1);
+
+        let device = Device::flex();
+        let x = Tensor::<4>::random(case.input, NORMAL, &device);
+        let w = Tensor::<4>::random(case.weight, NORMAL, &device);
+        let b = Tensor::<1>::random([case.weight[0]], NORMAL, &device);
+        let flint = || {
+            let y = flint_kernels::conv2d(&x, &w, Some(&b), options).expect("the kernel applies");
+            total(y)
+        };
+        let burn = || {
+            total(conv2d(
+                x.clone(),
+                w.clone(),
+                Some(b.clone()),
+                burn_options.clone(),
+            ))
+        };
+        check(case.label, flint(), burn());
+        pair(c, &format!("conv2d fwd {}", case.label), flint, burn);
+
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random(case.input, NORMAL, &device);
+        let x = if case.input_grad { x.require_grad() } else { x };
+        let w = Tensor::<4>::random(case.weight, NORMAL, &device).require_grad();
+        let b = Tensor::<1>::random([case.weight[0]], NORMAL, &device).require_grad();
+        // From the shapes, not a forward pass: a graph recorded and never consumed by a backward
+        // stays in burn-autodiff's bookkeeping and slows every later backward.
+        let out = |size: usize, k: usize| (size + 2 * p - k) / s + 1;
+        let [n, _, h, w_in] = case.input;
+        let [c_out, _, kh, kw] = case.weight;
+        let output = [n, c_out, out(h, kh), out(w_in, kw)];
+        let upstream = Tensor::<4>::random(output, NORMAL, &device);
+        let step = |y: Tensor<4>| {
+            let grads = (y * upstream.clone()).sum().backward();
+            total(w.grad(&grads).expect("the weight is tracked"))
+        };
+        let flint = || step(flint_kernels::conv2d(&x, &w, Some(&b), options).unwrap());
+        let burn = || {
+            step(conv2d(
+                x.clone(),
+                w.clone(),
+                Some(b.clone()),
+                burn_options.clone(),
+            ))
+        };
+        check(case.label, flint(), burn());
+        pair(c, &format!("conv2d fwd+bwd {}", case.label), flint, burn);
+    }
+}
+
+/// Fully connected cases: batch, inputs, outputs, and whether the input takes a gradient.
+const LINEARS: [(&str, [usize; 3], bool); 3] = [
+    ("cnn fc1 [128,3136] -> 128", [128, 3136, 128], true),
+    ("cnn fc2 [128,128] -> 10", [128, 128, 10], true),
+    ("mnv2 classifier [16,1280] -> 1000", [16, 1280, 1000], true),
+];
+
+fn fully_connected(c: &mut Criterion) {
+    for &(label, [batch, d_in, d_out], input_grad) in &LINEARS {
+        let device = Device::flex();
+        let x = Tensor::<2>::random([batch, d_in], NORMAL, &device);
+        let w = Tensor::<2>::random([d_in, d_out], NORMAL, &device);
+        let b = Tensor::<1>::random([d_out], NORMAL, &device);
+        let flint = || total(flint_kernels::linear(&x, &w, Some(&b)).expect("the kernel applies"));
+        let burn = || total(linear(x.clone(), w.clone(), Some(b.clone())));
+        check(label, flint(), burn());
+        pair(c, &format!("linear fwd {label}"), flint, burn);
+
+        let device = Device::flex().autodiff();
+        let x = Tensor::<2>::random([batch, d_in], NORMAL, &device);
+        let x = if input_grad { x.require_grad() } else { x };
+        let w = Tensor::<2>::random([d_in, d_out], NORMAL, &device).require_grad();
+        let b = Tensor::<1>::random([d_out], NORMAL, &device).require_grad();
+        let upstream = Tensor::<2>::random([batch, d_out], NORMAL, &device);
+        let step = |y: Tensor<2>| {
+            let grads = (y * upstream.clone()).sum().backward();
+            total(w.grad(&grads).expect("the weight is tracked"))
+        };
+        let flint = || step(flint_kernels::linear(&x, &w, Some(&b)).unwrap());
+        let burn = || step(linear(x.clone(), w.clone(), Some(b.clone())));
+        check(label, flint(), burn());
+        pair(c, &format!("linear fwd+bwd {label}"), flint, burn);
+    }
+}
+
+/// Activations that are pooled (2x2, stride 2) and batch-normalised.
+const ACTIVATIONS: [(&str, [usize; 4]); 3] = [
+    ("cnn [128,32,28,28]", [128, 32, 28, 28]),
+    ("cnn [128,64,14,14]", [128, 64, 14, 14]),
+    ("mnv2 [16,32,112,112]", [16, 32, 112, 112]),
+];
+
+fn max_pooling(c: &mut Criterion) {
+    let options = MaxPoolOptions::new([2, 2]).with_stride([2, 2]);
+    for &(label, shape) in &ACTIVATIONS {
+        let device = Device::flex();
+        let x = Tensor::<4>::random(shape, NORMAL, &device);
+        let flint = || total(flint_kernels::max_pool2d(&x, [2, 2]).expect("the kernel applies"));
+        let burn = || total(max_pool2d(x.clone(), options.clone()));
+        check(label, flint(), burn());
+        pair(c, &format!("max_pool2d fwd {label}"), flint, burn);
+
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random(shape, NORMAL, &device).require_grad();
+        let [n, ch, h, w] = shape;
+        let upstream = Tensor::<4>::random([n, ch, h / 2, w / 2], NORMAL, &device);
+        let step = |y: Tensor<4>| {
+            let grads = (y * upstream.clone()).sum().backward();
+            total(x.grad(&grads).expect("the input is tracked"))
+        };
+        let flint = || step(flint_kernels::max_pool2d(&x, [2, 2]).unwrap());
+        let burn = || step(max_pool2d(x.clone(), options.clone()));
+        check(label, flint(), burn());
+        pair(c, &format!("max_pool2d fwd+bwd {label}"), flint, burn);
+    }
+}
+
+fn batch_norm(c: &mut Criterion) {
+    let mut shapes = ACTIVATIONS.to_vec();
+    shapes.push(("mnv2 [16,144,56,56]", [16, 144, 56, 56]));
+    for (label, shape) in shapes {
+        let channels = shape[1];
+        let device = Device::flex();
+        let x = Tensor::<4>::random(shape, NORMAL, &device);
+        let gamma = Tensor::<1>::random([channels], NORMAL, &device);
+        let beta = Tensor::<1>::random([channels], NORMAL, &device);
+        let flint = || {
+            let r = flint_kernels::batch_norm_train(&x, &gamma, &beta, 1e-5);
+            total(r.expect("the kernel applies").output)
+        };
+        let burn = || total(batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5).output);
+        check(label, flint(), burn());
+        pair(c, &format!("batch_norm_train fwd {label}"), flint, burn);
+
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random(shape, NORMAL, &device).require_grad();
+        let gamma = Tensor::<1>::random([channels], NORMAL, &device).require_grad();
+        let beta = Tensor::<1>::random([channels], NORMAL, &device).require_grad();
+        let upstream = Tensor::<4>::random(shape, NORMAL, &device);
+        let step = |y: Tensor<4>| {
+            let grads = (y * upstream.clone()).sum().backward();
+            // The input's gradient: a sum over the normalised input's gradient is ~0, so its
+            // squares are read instead (still one reduction).
+            let dx = x.grad(&grads).expect("the input is tracked");
+            total(dx.clone() * dx)
+        };
+        let flint = || {
+            step(
+                flint_kernels::batch_norm_train(&x, &gamma, &beta, 1e-5)
+                    .unwrap()
+                    .output,
+            )
+        };
+        let burn = || step(batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5).output);
+        check(label, flint(), burn());
+        pair(c, &format!("batch_norm_train fwd+bwd {label}"), flint, burn);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    // Slow cases (a 224x224 batch takes tens of milliseconds): 10 samples each, which the
+    // command line can override. No plots: criterion's plotters backend panics
+    // (FontUnavailable) on machines without fonts.
+    config = Criterion::default().sample_size(10).without_plots();
+    targets = convolution, fully_connected, max_pooling, batch_norm
+}
+criterion_main!(benches);
