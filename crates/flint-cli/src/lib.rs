@@ -115,15 +115,32 @@ pub struct ComputeArgs {
     /// Never download data.
     #[arg(long)]
     pub offline: bool,
+    /// Compute with IEEE denormal floats instead of flushing them to zero (slower: Adam's
+    /// moment estimates decay into denormals, which x86 computes on 100x slower).
+    #[arg(long)]
+    pub keep_denormals: bool,
 }
 
 impl ComputeArgs {
-    /// Applies the thread count (and flush-to-zero, see `flint_train::cpu`) and returns the
-    /// device.
+    /// Builds the compute threads (flushing denormals to zero unless `--keep-denormals`, see
+    /// `flint_train::cpu`) and returns the device. The `flint` command's own set-up: call it once,
+    /// before computing.
     pub fn setup(&self) -> Result<Device, String> {
+        let mut threads = flint_train::cpu::ComputeThreads::new();
+        if let Some(n) = self.threads {
+            threads = threads.threads(n.into());
+        }
+        if !self.keep_denormals {
+            // SAFETY: this is the `flint` program's set-up, before it computes anything, and the
+            // user can turn it off; flint's computations do not rely on denormals.
+            threads = unsafe { threads.flush_denormals() };
+        }
         // Nothing has built the pool before this point, so a failure means its threads could not
         // be started; rayon then refuses every later use, so the command stops here.
-        flint_train::cpu::configure_threads(self.threads.map(usize::from))?;
+        threads.build_global().map_err(|e| match self.threads {
+            Some(_) => format!("{e}; ask for fewer with --threads"),
+            None => e.to_string(),
+        })?;
         self.backend.device()
     }
 

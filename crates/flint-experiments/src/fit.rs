@@ -87,7 +87,6 @@ pub fn fit(
             "a run needs at least one step and a batch size of at least 1".into(),
         ));
     }
-    flint_train::cpu::flush_denormals_on_compute_threads();
     let train_device = device.clone().autodiff();
     device.seed(seed);
     train_device.seed(seed);

@@ -296,7 +296,6 @@ fn run(
     let last_dir = run_dir.join("checkpoints").join("last");
     let best_dir = run_dir.join("checkpoints").join("best");
 
-    crate::cpu::flush_denormals_on_compute_threads();
     let device = options.device.clone();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);

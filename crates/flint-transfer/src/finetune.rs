@@ -484,7 +484,6 @@ impl<'a> RunContext<'a> {
         train_device: &Device,
         start: Instant,
     ) -> Result<FinetuneOutcome, TransferError> {
-        flint_train::cpu::flush_denormals_on_compute_threads();
         for file in self.data.skipped() {
             self.progress
                 .warn(&format!("skipped {}: {}", file.path.display(), file.reason));
