@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use flint_data::download::write_atomic;
+use flint_io::fs::write_atomic;
 use serde_json::{Value, json};
 
 /// What one framework measured for one configuration.

@@ -466,7 +466,7 @@ fn experiment_reference(seeds: u64, only: &[String], quick: bool) -> anyhow::Res
         ));
     }
     let path = out_root.join("results.md");
-    flint_data::download::write_atomic(&path, table.as_bytes())?;
+    flint_io::fs::write_atomic(&path, table.as_bytes())?;
     println!("{table}");
     println!("written to {}", path.display());
     Ok(ExitCode::SUCCESS)

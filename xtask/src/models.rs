@@ -19,7 +19,7 @@ pub fn default_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn status(path: &Path, sha256: &str) -> Result<(), String> {
-    match flint_data::download::sha256_file(path) {
+    match flint_io::fs::sha256_file(path) {
         Ok(actual) if actual == sha256 => Ok(()),
         Ok(actual) => Err(format!("wrong checksum {actual}")),
         Err(_) => Err("missing".into()),

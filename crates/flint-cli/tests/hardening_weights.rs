@@ -71,7 +71,7 @@ impl Sandbox {
 }
 
 fn sha256(path: &Path) -> String {
-    flint_data::download::sha256_file(path).unwrap()
+    flint_io::fs::sha256_file(path).unwrap()
 }
 
 /// The line under a model's name in `flint models`.

@@ -96,7 +96,7 @@ impl KnownDataset {
     fn count_splits(self, locator: &Locator) -> Result<Vec<SplitCount>> {
         let from_set = |name: &str, set: &dyn Fn() -> Result<crate::ImageSet>| {
             let set = set()?;
-            Ok(SplitCount {
+            Ok::<_, DataError>(SplitCount {
                 split: name.to_string(),
                 total: set.len(),
                 per_class: set.class_counts(),

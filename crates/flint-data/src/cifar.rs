@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use crate::error::{DataError, Result};
-use crate::files::read_regular;
 use crate::image_set::ImageSet;
 use crate::locate::{DataFile, DatasetSpec, Locator, Source};
 use crate::mnist::Split;
+use flint_io::fs::read_regular;
 
 /// Bytes per record: one label, then 3 x 32 x 32 pixels.
 pub const RECORD_LEN: usize = 1 + 3 * 32 * 32;

@@ -9,49 +9,15 @@
 //! sending more is cut off at the cap, and nothing it sent is kept.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use flint_io::fs::{Sha256Hasher, temp_sibling};
 
 use crate::error::{DataError, Result};
-use crate::files::open_regular;
 
 /// The cap of [`fetch_to_file`] when the caller gives none: 4 GiB.
 pub const DEFAULT_MAX_DOWNLOAD: u64 = 4 << 30;
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Hex SHA-256 of a file's bytes, streamed. Only regular files are read (a pipe or a device,
-/// directly or through a symbolic link, is an error), and no more bytes than the file's size.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let (file, size) = open_regular(path)?;
-    sha256_opened(file, size, path)
-}
-
-/// Hex SHA-256 of the first `size` bytes of a file already opened (with
-/// [`open_regular`](crate::files::open_regular)) from `path`, streamed: bounded by the size it
-/// had, so a file that grows while it is read is not read forever.
-pub fn sha256_opened(file: std::fs::File, size: u64, path: &Path) -> Result<String> {
-    let mut file = file.take(size);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| DataError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Checks `actual` against `expected`, naming `what` on a mismatch.
 pub fn check_sha256(what: &str, expected: &str, actual: &str) -> Result<()> {
@@ -64,32 +30,6 @@ pub fn check_sha256(what: &str, expected: &str, actual: &str) -> Result<()> {
             actual: actual.to_string(),
         })
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed, then
-/// renamed over `path`. A crash leaves either the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::io(path, e));
-    }
-    Ok(())
-}
-
-/// A temporary name next to `path`, unique to this process.
-pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.part-{}", std::process::id()))
 }
 
 fn agent() -> ureq::Agent {
@@ -200,7 +140,7 @@ pub fn fetch_to_file_limited(
 pub(crate) fn fetch_to_temp(url: &str, tmp: &Path, max_bytes: u64) -> Result<String> {
     let (mut reader, announced, cap) = open_download(url, max_bytes)?;
     let mut file = std::fs::File::create(tmp).map_err(|e| DataError::io(tmp, e))?;
-    let mut hasher = Sha256::new();
+    let mut hasher = Sha256Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -220,24 +160,12 @@ pub(crate) fn fetch_to_temp(url: &str, tmp: &Path, max_bytes: u64) -> Result<Str
     }
     check_length(url, total, announced, cap)?;
     file.sync_all().map_err(|e| DataError::io(tmp, e))?;
-    Ok(hex(&hasher.finalize()))
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_of_known_input() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("abc");
-        std::fs::write(&path, b"abc").unwrap();
-        assert_eq!(sha256_file(&path).unwrap(), sha256_hex(b"abc"));
-    }
 
     #[test]
     fn checksum_mismatch_message() {
@@ -247,26 +175,6 @@ pub(crate) mod tests {
             "train-images: SHA-256 mismatch (expected 00, got ff); the file is corrupt or not the official one"
         );
         assert!(check_sha256("x", "AB", "ab").is_ok());
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.bin");
-        std::fs::write(&path, b"old").unwrap();
-        write_atomic(&path, b"new").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1);
-    }
-
-    #[test]
-    fn atomic_write_into_missing_folder_fails_cleanly() {
-        let err = write_atomic(Path::new("/nonexistent-flint-dir/x"), b"1").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/nonexistent-flint-dir/x: No such file")
-        );
     }
 
     /// A one-shot HTTP server on loopback answering `count` requests with `body`, announcing
@@ -306,7 +214,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("model.bin");
         let body = vec![7u8; 5000];
-        let sha = sha256_hex(&body);
+        let sha = flint_io::fs::sha256_hex(&body);
 
         let url = serve(1, body.clone(), None);
         let msg = fetch_to_file_limited(&url, &dest, &sha, 1000)

@@ -97,6 +97,17 @@ impl DataError {
     }
 }
 
+/// A file flint-io could not read or write: an I/O failure stays [`DataError::Io`]; a file that
+/// is not regular or is too large is a [`DataError::Format`] naming it.
+impl From<flint_io::FsError> for DataError {
+    fn from(e: flint_io::FsError) -> Self {
+        match e {
+            flint_io::FsError::Io { path, source } => Self::Io { path, source },
+            other => Self::format(other.path(), other.reason()),
+        }
+    }
+}
+
 /// The places a data set was looked for, each with why it did not serve.
 #[derive(Debug, Clone, Default)]
 pub struct Tried(pub Vec<(String, String)>);

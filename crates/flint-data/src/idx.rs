@@ -11,7 +11,7 @@ use std::path::Path;
 use flate2::read::MultiGzDecoder;
 
 use crate::error::{DataError, Result};
-use crate::files::open_regular;
+use flint_io::fs::open_regular;
 
 /// The element type code of unsigned bytes, the only one MNIST-style data sets use.
 const UNSIGNED_BYTE: u8 = 0x08;
@@ -82,7 +82,6 @@ fn gzip_error(path: &Path, e: std::io::Error) -> DataError {
 /// Returns `None` when the content is longer than `max_len` bytes (it cannot be the expected
 /// file); inflation stops there, so a gzip bomb costs no more than `max_len` bytes of work.
 pub fn sha256_maybe_gzip(path: &Path, max_len: u64) -> Result<Option<String>> {
-    use sha2::{Digest, Sha256};
     let (file, size) = open_regular(path)?;
     let mut reader = BufReader::new(file.take(size));
     let gz = is_gzip(reader.fill_buf().map_err(|e| DataError::io(path, e))?);
@@ -91,7 +90,7 @@ pub fn sha256_maybe_gzip(path: &Path, max_len: u64) -> Result<Option<String>> {
     } else {
         Box::new(reader)
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = flint_io::fs::Sha256Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
@@ -111,13 +110,7 @@ pub fn sha256_maybe_gzip(path: &Path, max_len: u64) -> Result<Option<String>> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(Some(
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    ))
+    Ok(Some(hasher.finish()))
 }
 
 /// Reads and validates an IDX file (gzip or raw), streamed: the header is read first, then
@@ -652,7 +645,7 @@ mod tests {
         assert_eq!(read_maybe_gzip(&gz, 28).unwrap(), bytes);
         assert_eq!(read_maybe_gzip(&raw, 28).unwrap(), bytes);
         assert!(read_maybe_gzip(&raw, 27).is_err());
-        let sha = crate::download::sha256_hex(&bytes);
+        let sha = flint_io::fs::sha256_hex(&bytes);
         assert_eq!(sha256_maybe_gzip(&gz, 28).unwrap(), Some(sha.clone()));
         assert_eq!(sha256_maybe_gzip(&raw, 28).unwrap(), Some(sha));
         assert_eq!(sha256_maybe_gzip(&raw, 27).unwrap(), None);

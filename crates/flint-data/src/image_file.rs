@@ -20,8 +20,8 @@ use std::path::Path;
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::error::{DataError, Result};
-use crate::files::not_regular_reason;
 use crate::image_folder::SkipKind;
+use flint_io::fs::not_regular_reason;
 
 /// The largest image file read: 256 MiB.
 pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;

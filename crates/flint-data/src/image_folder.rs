@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use burn::data::dataset::{Dataset, DatasetError};
+use flint_io::seed::derive_seed;
 use image::RgbImage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -419,7 +420,7 @@ impl Scan {
                     files.push(path);
                 }
             } else {
-                let reason = crate::files::not_regular_reason(meta.file_type());
+                let reason = flint_io::fs::not_regular_reason(meta.file_type());
                 self.skip(path, SkipKind::SpecialFile, reason);
             }
         }
@@ -566,20 +567,6 @@ impl SampleRng {
         let k = self.draws[index].fetch_add(1, Ordering::Relaxed) as u64;
         StdRng::seed_from_u64(derive_seed(derive_seed(self.seed, index as u64), k))
     }
-}
-
-/// A seed for stream `stream` of a run seeded with `seed` (e.g. one per epoch): nearby inputs
-/// give unrelated outputs, so derived streams do not overlap.
-pub fn derive_seed(seed: u64, stream: u64) -> u64 {
-    mix(seed ^ mix(stream))
-}
-
-/// SplitMix64's finaliser: spreads nearby integers over all 64 bits.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// An [`ImageFolder`] as a burn [`Dataset`]: each access decodes, transforms and normalises.

@@ -8,7 +8,7 @@
 //!   ([`SkippedFile`]). Single images decode with [`image_file::load_rgb_checked`], which
 //!   refuses degenerate sizes from the header and warns about truncated files.
 //!
-//! Every file is read as a regular file, bounded by its size ([`files`]); compressed data is
+//! Every file is read as a regular file, bounded by its size (`flint_io::fs`); compressed data is
 //! inflated no further than its header says it holds, and downloads are streamed and capped.
 //! - [`train_val_split`], [`filter_classes`], [`few_shot`], [`random_subset`]: seeded,
 //!   deterministic subsets of either kind of data set.
@@ -27,7 +27,6 @@ pub mod catalog;
 pub mod cifar;
 pub mod download;
 pub mod error;
-pub mod files;
 pub mod idx;
 pub mod image_file;
 pub mod image_folder;
@@ -46,7 +45,7 @@ pub use cifar::{CIFAR10, CIFAR10_CLASSES, cifar10};
 pub use error::{DataError, Result};
 pub use image_file::{Decoded, ImageWarning};
 pub use image_folder::{
-    ImageFolder, ImageFolderDataset, ImageTransform, SkipKind, SkippedFile, TensorItem, derive_seed,
+    ImageFolder, ImageFolderDataset, ImageTransform, SkipKind, SkippedFile, TensorItem,
 };
 pub use image_set::{ImageItem, ImageSet};
 pub use locate::{DatasetSpec, Located, Locator, Origin};

@@ -14,9 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::download::{
-    check_sha256, fetch_to_file_limited, fetch_to_temp, sha256_file, temp_sibling,
-};
+use flint_io::fs::{sha256_file, temp_sibling};
+
+use crate::download::{check_sha256, fetch_to_file_limited, fetch_to_temp};
 use crate::error::{DataError, Result, Tried};
 use crate::idx::sha256_maybe_gzip;
 
@@ -465,7 +465,7 @@ fn download_gz(mirrors: &[&str], file: &DataFile, dest: &Path) -> Result<()> {
 /// ignored; paths that climb out are refused. Each entry is copied no further than the size its
 /// header declares.
 pub fn extract_tar_gz(archive: &Path, folder: &str, dest: &Path) -> Result<()> {
-    let (file, _) = crate::files::open_regular(archive)?;
+    let (file, _) = flint_io::fs::open_regular(archive)?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let bad = |e: std::io::Error| DataError::format(archive, format!("corrupt archive ({e})"));
     for entry in tar.entries().map_err(bad)? {
@@ -674,7 +674,7 @@ mod tests {
             let dest = tmp.path().join("train-labels-idx1-ubyte.gz");
             download_gz(&[url.as_str()], &file, &dest).map(|()| dest)
         };
-        let sha: &'static str = crate::download::sha256_hex(&content).leak();
+        let sha: &'static str = flint_io::fs::sha256_hex(&content).leak();
         // A bomb: the right file followed by 512 KiB of zeros (under 1033 bytes compressed).
         let mut bomb = content.clone();
         bomb.resize(512 << 10, 0);

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::Device;
-use flint_data::{ImageSet, Locator, derive_seed, random_subset};
+use flint_data::{ImageSet, Locator, random_subset};
+use flint_io::seed::derive_seed;
 use flint_models::{Activation, Classifier, CnnConfig, MlpConfig, ModelConfig};
 use flint_train::{OptimizerConfig, OptimizerKind};
 use serde::{Deserialize, Serialize};

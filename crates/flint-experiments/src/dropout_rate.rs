@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::Device;
-use flint_data::{Locator, derive_seed, k_fold, random_subset};
+use flint_data::{Locator, k_fold, random_subset};
+use flint_io::seed::derive_seed;
 use flint_models::ModelConfig;
 use serde::{Deserialize, Serialize};
 

@@ -13,8 +13,9 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 use flint_data::{
-    ImageBatcher, ImageSet, LoaderOptions, Locator, Split, derive_seed, loader, random_subset,
+    ImageBatcher, ImageSet, LoaderOptions, Locator, Split, loader, random_subset,
 };
+use flint_io::seed::derive_seed;
 use flint_models::{Classifier, ModelConfig};
 use flint_train::optim::build_optimizer;
 use flint_train::{

@@ -17,9 +17,8 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
-use flint_data::{
-    ImageBatcher, ImageSet, LabelledSet, LoaderOptions, Locator, derive_seed, loader,
-};
+use flint_data::{ImageBatcher, ImageSet, LabelledSet, LoaderOptions, Locator, loader};
+use flint_io::seed::derive_seed;
 use flint_layers::mc_dropout_mode;
 use flint_models::{Classifier, MlpConfig, ModelConfig};
 use serde::{Deserialize, Serialize};

@@ -55,7 +55,7 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ExperimentError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ExperimentError::io(parent, e))?;
     }
-    flint_data::download::write_atomic(path, bytes)?;
+    flint_io::fs::write_atomic(path, bytes).map_err(flint_data::DataError::from)?;
     Ok(())
 }
 

@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::Device;
-use flint_data::{Locator, derive_seed, random_subset};
+use flint_data::{Locator, random_subset};
+use flint_io::seed::derive_seed;
 use flint_models::{MlpConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 

@@ -36,9 +36,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Device;
 use flint_data::{
-    ImageBatcher, ImageSet, LabelledSet, LoaderOptions, Locator, Normalize, Split, derive_seed,
-    few_shot, filter_classes, random_subset, train_val_split,
+    ImageBatcher, ImageSet, LabelledSet, LoaderOptions, Locator, Normalize, Split, few_shot,
+    filter_classes, random_subset, train_val_split,
 };
+use flint_io::seed::derive_seed;
 use flint_models::{Classifier, CnnConfig};
 use flint_train::checkpoint;
 use flint_train::{EvalReport, OptimizerConfig, ProgressMode, ScheduleConfig};
@@ -448,11 +449,11 @@ pub fn run_transfer_experiment_on(
         plot_png: plot_png.clone(),
     };
     let png = plot(&results)?;
-    flint_data::download::write_atomic(&plot_png, &png)?;
-    flint_data::download::write_atomic(&results_md, markdown(&results, &data).as_bytes())?;
+    crate::output::write_bytes(&plot_png, &png)?;
+    crate::output::write_bytes(&results_md, markdown(&results, &data).as_bytes())?;
     let json = serde_json::to_vec_pretty(&results)
         .map_err(|e| ExperimentError::Invalid(format!("results.json: {e}")))?;
-    flint_data::download::write_atomic(&results_json, &json)?;
+    crate::output::write_bytes(&results_json, &json)?;
     Ok(results)
 }
 

@@ -64,25 +64,15 @@ impl RunState {
 /// Largest `state.json` read: the run's history at a few hundred bytes an epoch.
 const MAX_STATE_BYTES: u64 = 16 << 20;
 
-/// Why a file could not be read, without the path the caller names already.
-pub fn file_reason(error: flint_data::DataError) -> String {
-    match error {
-        flint_data::DataError::Format { reason, .. } => reason,
-        flint_data::DataError::Io { source, .. } => source.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Hex SHA-256 of a file (flint-data's streamed [`sha256_file`](flint_data::download::sha256_file)).
+/// Hex SHA-256 of a file ([`flint_io::fs::sha256_file`], as a [`TrainError`]).
 pub fn file_sha256(path: &Path) -> Result<String, TrainError> {
-    Ok(flint_data::download::sha256_file(path)?)
+    Ok(flint_io::fs::sha256_file(path).map_err(flint_data::DataError::from)?)
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename (flint-data's
-/// [`write_atomic`](flint_data::download::write_atomic)): a crash leaves the old file or the new
-/// one, never half of one.
+/// [`flint_io::fs::write_atomic`] (a synced temporary file and a rename: a crash leaves the old
+/// file or the new one), as a [`TrainError`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    Ok(flint_data::download::write_atomic(path, bytes)?)
+    Ok(flint_io::fs::write_atomic(path, bytes).map_err(flint_data::DataError::from)?)
 }
 
 /// Saves a checkpoint into `dir` (e.g. `run/checkpoints/last`), replacing it atomically.
@@ -219,8 +209,8 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
     };
     let dir =
         resolve(dir).ok_or_else(|| fail("no checkpoint here (state.json is missing)".into()))?;
-    let bytes = flint_data::files::read_regular(&dir.join("state.json"), MAX_STATE_BYTES)
-        .map_err(|e| fail(format!("cannot read state.json: {}", file_reason(e))))?;
+    let bytes = flint_io::fs::read_regular(&dir.join("state.json"), MAX_STATE_BYTES)
+        .map_err(|e| fail(format!("cannot read state.json: {}", e.reason())))?;
     let state: RunState =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("state.json is corrupt ({e})")))?;
     if state.format != FORMAT {
@@ -238,8 +228,8 @@ pub fn load_state(dir: &Path) -> Result<(PathBuf, RunState), TrainError> {
             return Err(fail(format!("{file} is missing")));
         }
         // sha256_file hashes only a regular file (a FIFO would block, /dev/zero never end).
-        let sha = flint_data::download::sha256_file(&path)
-            .map_err(|e| fail(format!("{file}: {}", file_reason(e))))?;
+        let sha = flint_io::fs::sha256_file(&path)
+            .map_err(|e| fail(format!("{file}: {}", e.reason())))?;
         if &sha != expected {
             return Err(fail(format!(
                 "{file} is corrupt (its SHA-256 differs from the one recorded when it was saved)"

@@ -303,8 +303,7 @@ where
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = flint_data::files::read_regular(path, MAX_CONFIG_BYTES)
-        .map_err(|e| fail(crate::checkpoint::file_reason(e)))?;
+    let bytes = flint_io::fs::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| fail(e.reason()))?;
     let given: Value =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("not valid JSON ({e})")))?;
     let config: C = serde_json::from_value(given.clone()).map_err(|e| fail(e.to_string()))?;

@@ -7,8 +7,9 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use flint_data::{
     Augment, AugmentedImages, ImageBatcher, ImageSet, KnownDataset, LabelledSet, LoaderOptions,
-    Locator, Split, derive_seed, loader, random_subset, train_val_split,
+    Locator, Split, loader, random_subset, train_val_split,
 };
+use flint_io::seed::derive_seed;
 use flint_models::{Classifier, ModelConfig};
 
 use crate::checkpoint::{self, RunState};

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use flint_io::fs::{Sha256Hasher, sha256_hex};
 
 use crate::error::TransferError;
 
@@ -66,12 +66,12 @@ pub struct CacheKey {
 impl CacheKey {
     /// The SHA-256 of the three parts: the cache file's name.
     pub fn digest(&self) -> String {
-        let mut h = Sha256::new();
+        let mut h = Sha256Hasher::new();
         for part in [&self.model, &self.data, &self.transform] {
-            h.update((part.len() as u64).to_le_bytes());
+            h.update(&(part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
-        format!("{:x}", h.finalize())
+        h.finish()
     }
 }
 
@@ -81,7 +81,7 @@ pub fn fingerprint_files<'a>(
     root: &Path,
     files: impl IntoIterator<Item = (&'a Path, usize)>,
 ) -> Result<String, TransferError> {
-    let mut h = Sha256::new();
+    let mut h = Sha256Hasher::new();
     for (path, label) in files {
         let meta = std::fs::metadata(path).map_err(|e| TransferError::io(path, e))?;
         let modified = meta
@@ -91,12 +91,12 @@ pub fn fingerprint_files<'a>(
             .map_or(0, |d| d.as_nanos());
         let rel = path.strip_prefix(root).unwrap_or(path);
         h.update(rel.to_string_lossy().as_bytes());
-        h.update([0]);
-        h.update(meta.len().to_le_bytes());
-        h.update(modified.to_le_bytes());
-        h.update((label as u64).to_le_bytes());
+        h.update(&[0]);
+        h.update(&meta.len().to_le_bytes());
+        h.update(&modified.to_le_bytes());
+        h.update(&(label as u64).to_le_bytes());
     }
-    Ok(format!("{:x}", h.finalize()))
+    Ok(h.finish())
 }
 
 /// A folder of cached features.
@@ -147,7 +147,7 @@ impl FeatureCache {
         };
         let features = compute()?;
         std::fs::create_dir_all(&self.dir).map_err(|e| TransferError::io(&self.dir, e))?;
-        flint_data::download::write_atomic(&path, &encode(&features, key)).map_err(|e| {
+        flint_io::fs::write_atomic(&path, &encode(&features, key)).map_err(|e| {
             TransferError::Cache {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -172,7 +172,7 @@ fn encode(f: &Features, key: &CacheKey) -> Vec<u8> {
         "transform": key.transform,
         "len": f.len(),
         "dim": f.dim,
-        "sha256": format!("{:x}", Sha256::digest(&payload)),
+        "sha256": sha256_hex(&payload),
     });
     let mut out = serde_json::to_vec(&header).expect("json");
     out.push(b'\n');
@@ -199,7 +199,7 @@ fn decode(bytes: &[u8], key: &CacheKey) -> Result<Features, String> {
             payload.len()
         ));
     }
-    if header["sha256"] != format!("{:x}", Sha256::digest(payload)).as_str() {
+    if header["sha256"] != sha256_hex(payload).as_str() {
         return Err("checksum mismatch".into());
     }
     let word = |c: &[u8]| [c[0], c[1], c[2], c[3]];

@@ -88,6 +88,13 @@ pub enum TransferError {
     },
 }
 
+/// A file flint-io refused or could not read: reported as flint-data reports it.
+impl From<flint_io::FsError> for TransferError {
+    fn from(e: flint_io::FsError) -> Self {
+        Self::Data(e.into())
+    }
+}
+
 impl TransferError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

@@ -25,8 +25,9 @@ use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleL
 use burn::prelude::*;
 use flint_data::{
     ClassificationBatch, ImageBatcher, ImageFolder, ImageFolderDataset, ImageSet, ImageTransform,
-    LabelledSet, LoaderOptions, SkippedFile, TensorBatcher, derive_seed, loader, train_val_split,
+    LabelledSet, LoaderOptions, SkippedFile, TensorBatcher, loader, train_val_split,
 };
+use flint_io::seed::derive_seed;
 use flint_train::checkpoint::{self, RunState};
 use flint_train::optim::build_optimizer;
 use flint_train::progress::Progress;
@@ -1136,7 +1137,7 @@ pub fn is_finetune_run(path: &Path) -> bool {
 fn run_root(path: &Path) -> Option<PathBuf> {
     path.ancestors()
         .find(|a| {
-            flint_data::files::read_regular(&a.join("config.json"), 4 << 20)
+            flint_io::fs::read_regular(&a.join("config.json"), 4 << 20)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<RunConfig>(&b).ok())
                 .is_some()

@@ -25,7 +25,7 @@ use burn_store::{
     ApplyError, ModuleAdapter, ModuleContext, ModuleSnapshot, ModuleStore, PathFilter,
     PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, bridge,
 };
-use flint_data::DataError;
+use flint_io::FsError;
 
 use crate::error::TransferError;
 
@@ -169,14 +169,14 @@ pub fn load_weights<M: Module>(
         format,
         reason,
     };
-    // The same regular-file check as every data file flint reads (flint_data::files).
-    let len = match flint_data::files::open_regular(path) {
+    // The same regular-file check as every data file flint reads.
+    let len = match flint_io::fs::open_regular(path) {
         Ok((_, len)) => len,
-        Err(DataError::Format { reason, .. }) => return Err(bad(reason)),
-        Err(DataError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+        Err(FsError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
             return Err(bad("no such file".into()));
         }
-        Err(e) => return Err(e.into()),
+        Err(e @ FsError::Io { .. }) => return Err(e.into()),
+        Err(e) => return Err(bad(e.reason())),
     };
     // The stores only index the file here (safetensors: its header, through a memory map;
     // PyTorch: the pickle, with every tensor's extent checked against the file); tensor bytes

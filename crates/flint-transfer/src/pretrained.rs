@@ -125,7 +125,7 @@ pub fn find_model_file(files: &[&str]) -> Result<PathBuf, TransferError> {
                 continue; // nothing by that name
             }
             let Some(expected) = catalog::catalog_file(f).map(|e| e.sha256) else {
-                match flint_data::files::open_regular(&p) {
+                match flint_io::fs::open_regular(&p) {
                     Ok(_) => return Ok(p),
                     Err(e) => {
                         refused.push(e.to_string());
@@ -175,7 +175,7 @@ pub fn find_model_file(files: &[&str]) -> Result<PathBuf, TransferError> {
 pub fn file_sha256(path: &Path) -> Result<String, TransferError> {
     type Seen = HashMap<PathBuf, (u64, Option<SystemTime>, String)>;
     static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
-    let (file, len) = flint_data::files::open_regular(path)?;
+    let (file, len) = flint_io::fs::open_regular(path)?;
     let modified = file.metadata().ok().and_then(|m| m.modified().ok());
     let stamp = (len, modified);
     let seen = SEEN.get_or_init(Default::default);
@@ -184,7 +184,7 @@ pub fn file_sha256(path: &Path) -> Result<String, TransferError> {
     {
         return Ok(sha.clone());
     }
-    let sha = flint_data::download::sha256_opened(file, stamp.0, path)?;
+    let sha = flint_io::fs::sha256_opened(file, stamp.0, path)?;
     seen.lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(path.to_path_buf(), (stamp.0, stamp.1, sha.clone()));
@@ -416,7 +416,7 @@ fn from_run(dir: &Path, device: &Device) -> Result<Pretrained, TransferError> {
         }
     };
     // The configuration and the final result identify a finished run's weights.
-    let sha = flint_data::download::sha256_file;
+    let sha = flint_io::fs::sha256_file;
     let weights_id =
         sha(&dir.join("config.json"))? + &sha(&dir.join("result.json")).unwrap_or_default();
     Ok(Pretrained {
