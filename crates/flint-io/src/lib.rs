@@ -4,7 +4,7 @@
 //!   ([`fs::open_regular`], [`fs::read_regular`]), atomic writes ([`fs::write_atomic`]) and
 //!   streamed SHA-256 ([`fs::sha256_file`]).
 //! - [`seed`]: independent seeds derived from a run's seed ([`seed::derive_seed`]).
-//! - [`stamp`]: the UTC timestamp that names run folders ([`stamp::utc_stamp`]).
+//! - [`stamp`]: the name of a new run folder ([`stamp::run_dir`]), from the UTC time.
 //!
 //! It sits below every other flint crate and depends on nothing of burn, so data loading,
 //! checkpoints, fine-tuning and the experiments share one implementation of each (and one error

@@ -1,7 +1,14 @@
-//! The timestamp that names run folders (`runs/<what>-20261202-054500`): sortable, readable, and
-//! the same in every flint command.
+//! The names of run folders (`runs/<what>-20261202-054500`): sortable, readable, and the same
+//! in every flint command.
 
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The folder of a new run when the user names none: `runs/<name>-<YYYYMMDD-HHMMSS>` (UTC), so
+/// runs sort by start time whatever made them (`flint train`, `flint finetune`).
+pub fn run_dir(name: &str) -> PathBuf {
+    PathBuf::from("runs").join(format!("{name}-{}", utc_stamp()))
+}
 
 /// The current UTC time as `YYYYMMDD-HHMMSS`.
 pub fn utc_stamp() -> String {
@@ -42,5 +49,7 @@ mod tests {
         // 2000-02-29 (a leap day of a century leap year) 12:34:56.
         assert_eq!(stamp_of(951_827_696), "20000229-123456");
         assert_eq!(stamp_of(1_796_190_300), "20261202-054500");
+        let dir = run_dir("mnist-mlp").to_string_lossy().into_owned();
+        assert!(dir.starts_with("runs/mnist-mlp-20") && dir.len() == "runs/mnist-mlp-".len() + 15);
     }
 }

@@ -432,10 +432,7 @@ impl<'a> RunContext<'a> {
     ) -> Result<(Self, Device, Device), TransferError> {
         config.validate()?;
         let run_dir = options.output.clone().unwrap_or_else(|| {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            PathBuf::from("runs").join(format!("finetune-{}-{stamp}", config.strategy.name()))
+            flint_io::stamp::run_dir(&format!("finetune-{}", config.strategy.name()))
         });
         if run_dir.join("config.json").exists() {
             return Err(TransferError::Invalid(format!(
