@@ -18,6 +18,8 @@
 //! runs on every backend, the CPU included.
 
 use std::any::Any;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use burn::module::Module;
@@ -30,16 +32,9 @@ pub enum ParallelError {
     /// No shard was given.
     #[error("a data-parallel step needs at least one shard")]
     NoShards,
-    /// A shard has no examples.
-    #[error(
-        "shard {shard} (device {device}) has no examples; use a batch of at least one example per device"
-    )]
-    EmptyShard {
-        /// The shard's position.
-        shard: usize,
-        /// The device it was meant for, as burn prints it.
-        device: String,
-    },
+    /// Every shard was empty.
+    #[error("a data-parallel step needs at least one example")]
+    NoExamples,
     /// The step panicked on one device: burn backends report some failures (out of device
     /// memory, a lost device) by panicking.
     #[error("the training step failed on device {device}: {message}")]
@@ -51,24 +46,36 @@ pub enum ParallelError {
     },
 }
 
-/// One shard of a batch: the device that computes it, its input and how many examples it holds.
+/// One shard of a batch: the device that computes it and its input, already on that device.
 #[derive(Debug)]
 pub struct Shard<I> {
     /// Where this shard's forward and backward passes run (an autodiff device).
     pub device: Device,
-    /// The shard's input, already on `device`.
+    /// The shard's input.
     pub input: I,
-    /// Examples in the shard: its weight in the batch's mean loss.
-    pub examples: usize,
 }
 
-/// What one device computed: the step's output for its shard (e.g. the loss value and the
-/// number of correct predictions), returned in shard order.
+/// What one device's forward pass gives back.
+#[derive(Debug)]
+pub struct ShardLoss<O> {
+    /// The shard's mean loss, a one-element tensor.
+    pub loss: Tensor<1>,
+    /// Examples in the shard: its weight in the batch's mean loss.
+    pub examples: usize,
+    /// Anything else the caller wants back (the logits for its metrics, say).
+    pub output: O,
+}
+
+/// What one device computed, returned in shard order.
 #[derive(Debug)]
 pub struct ShardOutput<O> {
     /// The device that computed it.
     pub device: Device,
-    /// The closure's second return value.
+    /// The shard's loss value (unscaled).
+    pub loss: Tensor<1>,
+    /// Examples in the shard.
+    pub examples: usize,
+    /// The step's output.
     pub output: O,
 }
 
@@ -76,12 +83,13 @@ pub struct ShardOutput<O> {
 /// parameters), and each shard's output.
 ///
 /// `step` gets the model forked to the shard's device and the shard's input, and returns the
-/// shard's mean loss (a one-element tensor) and whatever the caller wants back from it. It runs
-/// on one thread per shard; the first shard may run on `main` itself.
+/// shard's mean loss, its number of examples and whatever the caller wants back. Each shard runs
+/// on its own thread; the threads meet once after their forward passes, so that each loss is
+/// scaled by its exact share of the batch before its backward pass.
 ///
 /// # Errors
 ///
-/// [`ParallelError`] when there is no shard, a shard is empty or a step panicked on a device
+/// [`ParallelError`] when there is no shard or no example, or a step panicked on a device
 /// (named in the error).
 pub fn data_parallel_gradients<M, I, O, F>(
     model: &M,
@@ -93,37 +101,48 @@ where
     M: Module,
     I: Send,
     O: Send,
-    F: Fn(&M, I) -> (Tensor<1>, O) + Sync,
+    F: Fn(&M, I) -> ShardLoss<O> + Sync,
 {
     if shards.is_empty() {
         return Err(ParallelError::NoShards);
     }
-    if let Some((shard, s)) = shards.iter().enumerate().find(|(_, s)| s.examples == 0) {
-        return Err(ParallelError::EmptyShard {
-            shard,
-            device: format!("{:?}", s.device),
-        });
-    }
-    let total: usize = shards.iter().map(|s| s.examples).sum();
     // Gradients live on the device without autodiff (burn keeps them as plain tensors).
     let main_plain = main.clone().inner();
+    let parts = shards.len();
+    let meeting = Barrier::new(parts);
+    let examples_seen = AtomicUsize::new(0);
+    // A worker that panics before the meeting would leave the others waiting forever: it
+    // still arrives (the guard), and says so, and the others skip their backward pass.
+    let failed = AtomicBool::new(false);
 
-    let results: Vec<(Device, thread::Result<(GradientsParams, O)>)> = thread::scope(|scope| {
+    type WorkerResult<O> = Option<(GradientsParams, ShardLoss<O>)>;
+    let results: Vec<(Device, thread::Result<WorkerResult<O>>)> = thread::scope(|scope| {
         let handles: Vec<_> = shards
             .into_iter()
             .map(|shard| {
-                let step = &step;
-                let main_plain = &main_plain;
+                let (step, main_plain) = (&step, &main_plain);
+                let (meeting, examples_seen, failed) = (&meeting, &examples_seen, &failed);
                 let device = shard.device.clone();
                 // Modules are `Send`, not `Sync`: each thread gets its own clone to fork.
                 let copy = model.clone();
                 let handle = scope.spawn(move || {
+                    let mut guard = Arrival {
+                        meeting,
+                        failed,
+                        arrived: false,
+                    };
                     let replica = copy.fork(&shard.device);
-                    let (loss, output) = step(&replica, shard.input);
-                    let share = shard.examples as f64 / total as f64;
-                    let grads =
-                        GradientsParams::from_grads(loss.mul_scalar(share).backward(), &replica);
-                    (grads.to_device(main_plain, &replica), output)
+                    let out = step(&replica, shard.input);
+                    examples_seen.fetch_add(out.examples, Ordering::SeqCst);
+                    guard.arrive(false);
+                    let total = examples_seen.load(Ordering::SeqCst);
+                    if failed.load(Ordering::SeqCst) || total == 0 {
+                        return None;
+                    }
+                    let share = out.examples as f64 / total as f64;
+                    let loss = out.loss.clone().mul_scalar(share);
+                    let grads = GradientsParams::from_grads(loss.backward(), &replica);
+                    Some((grads.to_device(main_plain, &replica), out))
                 });
                 (device, handle)
             })
@@ -136,21 +155,60 @@ where
 
     let mut accumulator = GradientsAccumulator::<M>::new();
     let mut outputs = Vec::with_capacity(results.len());
+    let mut panicked = None;
     for (device, result) in results {
         match result {
-            Ok((grads, output)) => {
+            Ok(Some((grads, out))) => {
                 accumulator.accumulate(model, grads);
-                outputs.push(ShardOutput { device, output });
+                outputs.push(ShardOutput {
+                    device,
+                    loss: out.loss,
+                    examples: out.examples,
+                    output: out.output,
+                });
             }
+            Ok(None) => {}
             Err(payload) => {
-                return Err(ParallelError::Worker {
+                panicked.get_or_insert(ParallelError::Worker {
                     device: format!("{device:?}"),
                     message: panic_message(payload.as_ref()),
                 });
             }
         }
     }
+    if let Some(error) = panicked {
+        return Err(error);
+    }
+    if outputs.is_empty() {
+        return Err(ParallelError::NoExamples);
+    }
     Ok((accumulator.grads(), outputs))
+}
+
+/// A worker's place at the meeting after the forward passes: arriving twice is harmless, and a
+/// worker that unwinds before arriving arrives on the way out, marked failed.
+struct Arrival<'a> {
+    meeting: &'a Barrier,
+    failed: &'a AtomicBool,
+    arrived: bool,
+}
+
+impl Arrival<'_> {
+    fn arrive(&mut self, failed: bool) {
+        if !self.arrived {
+            if failed {
+                self.failed.store(true, Ordering::SeqCst);
+            }
+            self.arrived = true;
+            self.meeting.wait();
+        }
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.arrive(true);
+    }
 }
 
 /// Sizes of `parts` shards of `examples` examples, as equal as possible, larger ones first
@@ -202,11 +260,22 @@ mod tests {
             relu: Relu::new(),
         };
         let x = Tensor::<2>::random([10, 6], Distribution::Normal(0.0, 1.0), device);
-        let y = Tensor::<1, Int>::from_data(
-            TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1, 2, 0], [10]),
-            device,
-        );
+        let labels = vec![0i64, 1, 2, 0, 1, 2, 0, 1, 2, 0];
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [10]), device);
         (net, x, y)
+    }
+
+    fn cross_entropy(model: &Net, (x, y): (Tensor<2>, Tensor<1, Int>)) -> ShardLoss<f32> {
+        let examples = y.dims()[0];
+        let loss = CrossEntropyLossConfig::new()
+            .init(&x.device())
+            .forward(model.forward(x), y);
+        let value: f32 = loss.clone().into_scalar();
+        ShardLoss {
+            loss,
+            examples,
+            output: value,
+        }
     }
 
     fn grad_values(grads: &GradientsParams, param: &Param<Tensor<2>>) -> Vec<f32> {
@@ -226,62 +295,58 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// Two shards of 7 and 3 examples on two devices give the gradient of all 10 on one: the
-    /// CPU has one flex device, so both shards run on it, each in its own thread, through the
-    /// same fork / move / accumulate path a machine with two GPUs takes.
+    /// Shards of 7 and 3 examples on two devices give the gradient of all 10 on one: the CPU
+    /// has one flex device, so both shards run on it, each in its own thread, through the same
+    /// fork / move / accumulate path a machine with two GPUs takes.
     #[test]
     fn two_shards_give_the_whole_batch_gradient() {
         let device = Device::flex().autodiff();
         let (net, x, y) = setup(&device);
-        let loss_fn = CrossEntropyLossConfig::new().init(&device);
-
-        let whole = loss_fn.forward(net.forward(x.clone()), y.clone());
+        let whole = cross_entropy(&net, (x.clone(), y.clone())).loss;
         let reference = GradientsParams::from_grads(whole.backward(), &net);
 
         let shards = vec![
             Shard {
                 device: device.clone(),
                 input: (x.clone().narrow(0, 0, 7), y.clone().narrow(0, 0, 7)),
-                examples: 7,
             },
             Shard {
                 device: device.clone(),
                 input: (x.narrow(0, 7, 3), y.narrow(0, 7, 3)),
-                examples: 3,
             },
         ];
         let (grads, outputs) =
-            data_parallel_gradients(&net, &device, shards, |model: &Net, (x, y)| {
-                let loss = CrossEntropyLossConfig::new()
-                    .init(&x.device())
-                    .forward(model.forward(x), y);
-                let value: f32 = loss.clone().into_scalar();
-                (loss, value)
-            })
-            .unwrap();
-        assert_eq!(outputs.len(), 2);
+            data_parallel_gradients(&net, &device, shards, cross_entropy).unwrap();
+        assert_eq!(
+            outputs.iter().map(|o| o.examples).collect::<Vec<_>>(),
+            vec![7, 3]
+        );
         for param in [&net.fc1.weight, &net.fc2.weight] {
             let diff = max_abs_diff(&grad_values(&grads, param), &grad_values(&reference, param));
             assert!(diff < 1e-6, "gradients differ by {diff}");
         }
     }
 
+    /// One device failing (burn panics on a lost device or exhausted memory) fails the step
+    /// with its message, without leaving the other devices waiting at the meeting.
     #[test]
     fn a_panicking_step_is_an_error_naming_the_device() {
         let device = Device::flex().autodiff();
-        let (net, x, _) = setup(&device);
-        let shards = vec![Shard {
+        let (net, x, y) = setup(&device);
+        let shard = |fail: bool| Shard {
             device: device.clone(),
-            input: x,
-            examples: 10,
-        }];
-        let err = data_parallel_gradients(
-            &net,
-            &device,
-            shards,
-            |_: &Net, _x: Tensor<2>| -> (Tensor<1>, ()) { panic!("out of device memory") },
-        )
-        .unwrap_err();
+            input: (x.clone(), y.clone(), fail),
+        };
+        let shards = vec![shard(false), shard(true)];
+        type Input = (Tensor<2>, Tensor<1, Int>, bool);
+        let err =
+            data_parallel_gradients(&net, &device, shards, |model: &Net, (x, y, fail): Input| {
+                if fail {
+                    panic!("out of device memory");
+                }
+                cross_entropy(model, (x, y))
+            })
+            .unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("out of device memory") && message.contains("failed on device"),
@@ -290,24 +355,14 @@ mod tests {
     }
 
     #[test]
-    fn empty_and_missing_shards_are_refused() {
+    fn no_shards_is_refused() {
         let device = Device::flex().autodiff();
-        let (net, x, _) = setup(&device);
-        let step = |model: &Net, x: Tensor<2>| (model.forward(x).mean(), ());
-        let none: Vec<Shard<Tensor<2>>> = Vec::new();
+        let (net, _, _) = setup(&device);
+        let none: Vec<Shard<(Tensor<2>, Tensor<1, Int>)>> = Vec::new();
         assert_eq!(
-            data_parallel_gradients(&net, &device, none, step).unwrap_err(),
+            data_parallel_gradients(&net, &device, none, cross_entropy).unwrap_err(),
             ParallelError::NoShards
         );
-        let empty = vec![Shard {
-            device: device.clone(),
-            input: x,
-            examples: 0,
-        }];
-        assert!(matches!(
-            data_parallel_gradients(&net, &device, empty, step).unwrap_err(),
-            ParallelError::EmptyShard { shard: 0, .. }
-        ));
     }
 
     #[test]
