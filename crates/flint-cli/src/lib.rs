@@ -487,6 +487,9 @@ pub fn run_train(args: &TrainArgs) -> Result<(), String> {
 /// Runs `flint eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<(), String> {
     let device = args.compute.setup()?;
+    if flint_transfer::is_finetune_run(&args.checkpoint) {
+        return transfer::eval(args, &device);
+    }
     let (config, model) =
         flint_train::load_trained(&args.checkpoint, &device).map_err(|e| e.to_string())?;
     let data =

@@ -13,12 +13,12 @@ use crate::{ComputeArgs, OptimizerArg, ScheduleArg};
 pub struct FinetuneArgs {
     /// Pretrained model: a name from `flint models`, a .pt/.pth/.safetensors file, or a
     /// `flint train` run directory.
-    #[arg(long)]
-    pub pretrained: String,
+    #[arg(long, required_unless_present = "resume")]
+    pub pretrained: Option<String>,
     /// Image folder: `train/<class>/*` and `val/<class>/*`, or `<class>/*` (split by
     /// --val-fraction).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
     /// feature-extract (frozen backbone, cached features, head only), finetune (everything,
     /// backbone at a lower rate) or gradual (head first, then backbone groups top-down).
     #[arg(long, default_value = "feature-extract")]
@@ -41,6 +41,9 @@ pub struct FinetuneArgs {
     /// Weight decay.
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// Clip the global gradient norm before each step.
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
     /// Learning-rate schedule (default: step every 7 epochs by 0.1).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
@@ -81,6 +84,18 @@ pub struct FinetuneArgs {
     /// Run directory (default: runs/finetune-<strategy>-<time>/).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Continue the fine-tuning run in this directory from its last checkpoint, with the
+    /// configuration it was started with (flags that would change it are refused).
+    #[arg(long, conflicts_with_all = [
+        "pretrained", "data", "strategy", "epochs", "batch_size", "optimizer", "lr", "momentum",
+        "weight_decay", "clip_grad_norm", "schedule", "step_size", "backbone_lr_factor", "head_dropout",
+        "unfreeze_every", "groups", "freeze", "val_fraction", "no_augment", "seed", "workers",
+        "output",
+    ])]
+    pub resume: Option<PathBuf>,
+    /// Stop after this epoch, leaving a run that --resume continues (preemptible machines).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
     /// Print only the final line.
     #[arg(long, conflicts_with = "json")]
     pub quiet: bool,
@@ -98,8 +113,12 @@ impl FinetuneArgs {
             .strategy
             .parse()
             .map_err(|e: flint_transfer::TransferError| e.to_string())?;
-        let mut c =
-            FinetuneConfig::new(self.pretrained.clone(), self.data.clone()).with_strategy(strategy);
+        let (Some(pretrained), Some(data)) = (&self.pretrained, &self.data) else {
+            return Err(
+                "--pretrained and --data are required (or --resume <run directory>)".into(),
+            );
+        };
+        let mut c = FinetuneConfig::new(pretrained.clone(), data.clone()).with_strategy(strategy);
         if let Some(v) = self.epochs {
             c.epochs = v;
         }
@@ -117,6 +136,9 @@ impl FinetuneArgs {
         }
         if let Some(v) = self.weight_decay {
             c.optimizer.weight_decay = v;
+        }
+        if self.clip_grad_norm.is_some() {
+            c.optimizer.clip_grad_norm = self.clip_grad_norm;
         }
         if let Some(v) = self.schedule {
             c.schedule.kind = v.into();
@@ -156,7 +178,6 @@ impl FinetuneArgs {
 
 /// Runs `flint finetune`.
 pub fn run_finetune(args: &FinetuneArgs) -> Result<(), String> {
-    let config = args.to_config()?;
     let device = args.compute.setup()?;
     let options = FinetuneOptions {
         output: args.output.clone(),
@@ -169,10 +190,13 @@ pub fn run_finetune(args: &FinetuneArgs) -> Result<(), String> {
             ProgressMode::Bar
         },
         cache_dir: args.cache_dir.clone(),
+        stop_after: args.stop_after,
     };
-    flint_transfer::finetune(&config, &options)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let outcome = match &args.resume {
+        Some(dir) => flint_transfer::finetune::resume(dir, &options),
+        None => flint_transfer::finetune(&args.to_config()?, &options),
+    };
+    outcome.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// `flint models`.
@@ -236,4 +260,44 @@ pub fn predict(args: &crate::PredictArgs, device: &burn::tensor::Device) -> Resu
             ))
         },
     )
+}
+
+/// `flint eval` on a fine-tuning run: its network on its validation images (the last line is
+/// `val accuracy: <fraction>`).
+pub fn eval(args: &crate::EvalArgs, device: &burn::tensor::Device) -> Result<(), String> {
+    let (config, model, input) =
+        flint_transfer::load_finetuned(&args.checkpoint, device).map_err(|e| e.to_string())?;
+    let f = &config.finetune;
+    let data = flint_transfer::TransferData::open_folder(&f.data, f.val_fraction, f.seed)
+        .map_err(|e| e.to_string())?;
+    if data.class_names() != config.classes {
+        return Err(format!(
+            "{}: the image folder's classes {:?} are not the run's {:?}",
+            f.data.display(),
+            data.class_names(),
+            config.classes
+        ));
+    }
+    let val = flint_transfer::finetune::SplitBatches {
+        data: &data,
+        val: true,
+        augment: false,
+        input: &input,
+        workers: f.workers,
+    };
+    let report =
+        flint_train::evaluate_model(&model, &val, 32, device).map_err(|e| e.to_string())?;
+    println!(
+        "{} fine-tuned ({}) on {} val ({} images)",
+        f.pretrained,
+        f.strategy.name(),
+        f.data.display(),
+        report.confusion.total()
+    );
+    for (name, acc) in report.class_names.iter().zip(&report.per_class_accuracy) {
+        println!("  {name:<14} {:.2}%", acc * 100.0);
+    }
+    println!("val loss: {:.4}", report.loss);
+    println!("val accuracy: {:.4}", report.accuracy);
+    Ok(())
 }

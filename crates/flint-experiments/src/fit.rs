@@ -1,25 +1,20 @@
 //! Training and evaluating one network inside an experiment.
 //!
 //! Experiments train many small runs, some on a hundred images for thousands of steps, so they
-//! do not go through `flint train`'s run directories and per-epoch checkpoints: [`fit`] trains
-//! for a fixed number of optimisation steps (the same budget for every data-set size), with the
-//! very step `flint train` takes ([`flint_train::training_step`]: cross-entropy, L1/L2
-//! penalties, clipping, the optimiser, max-norm), and can watch the model every few steps.
-
-use std::time::Instant;
+//! do not write run directories or checkpoints: [`fit`] runs flint-train's one training loop
+//! ([`flint_train::Engine`]: cross-entropy, L1/L2 penalties, clipping, the optimiser,
+//! max-norm) for a fixed number of optimisation steps (the same budget for every data-set size),
+//! and can watch the model every few steps.
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
-use flint_data::{
-    ImageBatcher, ImageSet, LoaderOptions, Locator, Split, loader, random_subset,
-};
+use flint_data::{ImageSet, Locator, Split, random_subset};
 use flint_io::seed::derive_seed;
 use flint_models::{Classifier, ModelConfig};
-use flint_train::optim::build_optimizer;
 use flint_train::{
-    OptimizerConfig, RegularizationConfig, ScheduleConfig, StepRule, TrainError, training_step,
+    Engine, ImageBatches, LoopConfig, OptimizerConfig, RegularizationConfig, ScheduleConfig,
+    TrainError,
 };
 
 use crate::error::ExperimentError;
@@ -73,7 +68,8 @@ pub fn steps_for(n: usize, batch: usize, epochs: usize) -> usize {
     n.div_ceil(batch.max(1)) * epochs
 }
 
-/// Trains a freshly initialised `model` (seeded with `seed`) on `train` for `steps` steps.
+/// Trains a freshly initialised `model` (seeded with `seed`) on `train` for `steps` steps,
+/// through flint-train's [`Engine`] without a run directory.
 pub fn fit(
     model: &ModelConfig,
     config: &FitConfig,
@@ -81,7 +77,7 @@ pub fn fit(
     steps: usize,
     seed: u64,
     device: &Device,
-    mut monitor: Option<Monitor<'_>>,
+    monitor: Option<Monitor<'_>>,
 ) -> Result<Fitted, ExperimentError> {
     if steps == 0 || config.batch_size == 0 {
         return Err(ExperimentError::Invalid(
@@ -91,89 +87,41 @@ pub fn fit(
     let train_device = device.clone().autodiff();
     device.seed(seed);
     train_device.seed(seed);
-    let mut network = model
+    let network = model
         .try_init(&train_device)
         .map_err(|e| ExperimentError::Invalid(e.to_string()))?;
-    let mut optimizer = build_optimizer(&config.optimizer);
-    let ce = CrossEntropyLossConfig::new().init(&train_device);
-    let rule = StepRule {
-        optimizer: &config.optimizer,
-        regularization: config.regularization.as_ref(),
-    };
-    let steps_per_epoch = train.len().div_ceil(config.batch_size);
-    let window = steps_per_epoch.min(steps);
-    let mut recent = std::collections::VecDeque::with_capacity(window);
-    let start = Instant::now();
-    let mut monitor_secs = 0.0;
-    let every = monitor.as_ref().map_or(usize::MAX, |m| m.every.max(1));
-    let mut watch = |step: usize, network: &Classifier| -> Result<(), ExperimentError> {
-        if let Some(m) = monitor.as_mut() {
-            let t = Instant::now();
-            (m.on_step)(step, &network.valid())?;
-            monitor_secs += t.elapsed().as_secs_f64();
-        }
-        Ok(())
-    };
-    watch(0, &network)?;
-    let mut step = 0;
-    let mut epoch = 0u64;
-    'epochs: while step < steps {
-        epoch += 1;
-        let epoch_seed = derive_seed(seed, epoch);
-        train_device.seed(epoch_seed);
-        let batches = loader(
-            train.clone(),
-            ImageBatcher::new(),
-            &LoaderOptions::new(config.batch_size).shuffled(epoch_seed),
-            &train_device,
-        )?;
-        for (b, batch) in batches.iter().enumerate() {
-            let batch = batch.map_err(|e| ExperimentError::Invalid(format!("loading: {e}")))?;
-            let lr = config
-                .schedule
-                .lr_at(config.optimizer.lr, step, steps_per_epoch, steps);
-            let out = training_step(
-                network,
-                &mut optimizer,
-                &ce,
-                batch.images,
-                batch.targets,
-                lr,
-                &rule,
-            )
-            .map_err(|loss| {
-                ExperimentError::Train(TrainError::Diverged {
-                    epoch: epoch as usize,
-                    batch: b + 1,
-                    loss,
-                    uniform: flint_train::step::uniform_loss(flint_data::LabelledSet::num_classes(
-                        train,
-                    )),
-                    checkpoint: None,
-                })
-            })?;
-            network = out.model;
-            if recent.len() == window {
-                recent.pop_front();
-            }
-            recent.push_back(out.loss as f64);
-            step += 1;
-            if step % every == 0 || (step == steps && every != usize::MAX) {
-                watch(step, &network)?;
-            }
-            if step == steps {
-                break 'epochs;
-            }
-        }
+    let loop_config = LoopConfig::new()
+        .with_epochs(steps.div_ceil(train.len().div_ceil(config.batch_size)))
+        .with_batch_size(config.batch_size)
+        .with_optimizer(config.optimizer.clone())
+        .with_schedule(config.schedule.clone())
+        .with_seed(seed)
+        .with_regularization(config.regularization.clone());
+    let data = ImageBatches::new(train.clone());
+    let mut engine = Engine::new(loop_config, &data)
+        .devices(vec![device.clone()])
+        .max_steps(steps);
+    // The monitor's own error comes back through the engine as a hook error.
+    if let Some(m) = monitor {
+        let on_step = m.on_step;
+        engine = engine.on_step(m.every, move |step, network: &Classifier| {
+            on_step(step, network).map_err(|e| Box::new(e) as flint_train::engine::HookError)
+        });
     }
-    let train_secs = start.elapsed().as_secs_f64() - monitor_secs;
+    let trained = engine.fit(network, false).map_err(|e| match e {
+        TrainError::Hook(inner) => match inner.downcast::<ExperimentError>() {
+            Ok(e) => *e,
+            Err(other) => ExperimentError::Train(TrainError::Hook(other)),
+        },
+        other => ExperimentError::Train(other),
+    })?;
     Ok(Fitted {
-        model: network.valid(),
-        training_model: network,
+        model: trained.model.valid(),
+        training_model: trained.model,
         steps,
         epochs: (steps * config.batch_size) as f64 / train.len() as f64,
-        final_train_loss: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
-        train_secs,
+        final_train_loss: trained.recent_train_loss,
+        train_secs: trained.train_secs,
     })
 }
 

@@ -574,6 +574,7 @@ impl Experiment<'_> {
             device: self.device.clone(),
             progress: ProgressMode::Silent,
             cache_dir: Some(self.out_dir.join("feature-cache")),
+            stop_after: None,
         }
     }
 

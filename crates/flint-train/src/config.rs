@@ -238,6 +238,18 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// What the training loop reads of this configuration.
+    pub fn loop_config(&self) -> crate::engine::LoopConfig {
+        crate::engine::LoopConfig::new()
+            .with_epochs(self.epochs)
+            .with_batch_size(self.batch_size)
+            .with_optimizer(self.optimizer.clone())
+            .with_schedule(self.schedule.clone())
+            .with_seed(self.seed)
+            .with_early_stopping(self.early_stopping.clone())
+            .with_regularization(self.regularization.clone())
+    }
+
     /// Checks every value, naming the field and the allowed range.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |msg: String| Err(TrainError::Config(msg));

@@ -62,6 +62,9 @@ pub enum TrainError {
         "{path} is not empty ({found}); a run is written only into a new or empty folder: choose another --output"
     )]
     OutputNotEmpty { path: PathBuf, found: String },
+    /// A caller's hook (an epoch-start or step callback of [`crate::engine::Engine`]) failed.
+    #[error(transparent)]
+    Hook(Box<dyn std::error::Error + Send + Sync>),
     /// A report or plot could not be written.
     #[error("report: {0}")]
     Report(String),

@@ -130,6 +130,20 @@ pub struct EvalReport {
     pub samples_per_sec: f64,
 }
 
+impl EvalReport {
+    /// No evaluation (a run without an evaluation set): loss and accuracy are NaN.
+    pub fn empty() -> Self {
+        Self {
+            loss: f64::NAN,
+            accuracy: f64::NAN,
+            per_class_accuracy: Vec::new(),
+            class_names: Vec::new(),
+            confusion: ConfusionMatrix::new(0),
+            samples_per_sec: 0.0,
+        }
+    }
+}
+
 /// The running totals of a training epoch: mean loss, accuracy and throughput so far.
 #[derive(Debug, Clone)]
 pub struct EpochTally {

@@ -10,17 +10,16 @@ use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::metrics::{EpochMetrics, EvalReport};
 
-/// Writes `report.md`: the configuration, the per-epoch table, the test result, per-class
-/// accuracy and the confusion matrix.
-pub fn write_report(
-    path: &Path,
+/// `report.md` of a `flint train` run: the configuration, the per-epoch table, the test
+/// result, per-class accuracy and the confusion matrix.
+pub fn report_markdown(
     config: &TrainConfig,
     history: &[EpochMetrics],
     test: &EvalReport,
     eval_set: &str,
     wall_secs: f64,
     plot_written: bool,
-) -> Result<(), TrainError> {
+) -> String {
     let mut md = String::new();
     let model = config.model.kind();
     let _ = writeln!(
@@ -88,7 +87,7 @@ pub fn write_report(
             cells.join(" | ")
         );
     }
-    crate::checkpoint::write_atomic(path, md.as_bytes())
+    md
 }
 
 /// The per-epoch markdown table of a report (`eval_set` names the evaluation columns).

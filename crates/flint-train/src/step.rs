@@ -1,17 +1,11 @@
-//! One optimisation step, shared by the trainer and by every loop built on flint-train (the
-//! experiments): cross-entropy, the explicit weight penalties, gradient clipping, the optimiser
-//! step, then the max-norm projection.
+//! What a training step adds to the optimiser's update: the explicit weight penalties and the
+//! max-norm projection ([`RegularizationConfig`]), and when a loss counts as diverged. The step
+//! itself is [`crate::engine::Engine`]'s.
 
 use burn::config::Config;
-use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::prelude::*;
 use flint_layers::{MaxNorm, WeightPenalty};
-use flint_models::Classifier;
 
-use crate::config::OptimizerConfig;
 use crate::error::TrainError;
-use crate::optim::clip_grad_norm;
 
 /// Explicit weight regularisation, as compared in Srivastava et al. 2014, Table 9.
 ///
@@ -83,25 +77,6 @@ impl RegularizationConfig {
     }
 }
 
-/// How each step updates the model.
-#[derive(Debug, Clone)]
-pub struct StepRule<'a> {
-    /// Optimiser settings (for the gradient clipping norm).
-    pub optimizer: &'a OptimizerConfig,
-    /// Penalties and constraint (`None`: none).
-    pub regularization: Option<&'a RegularizationConfig>,
-}
-
-/// What a step produced.
-pub struct StepOutput {
-    /// The updated model.
-    pub model: Classifier,
-    /// The batch's mean cross-entropy (without the penalty), before the update.
-    pub loss: f32,
-    /// The batch's logits, before the update.
-    pub logits: Tensor<2>,
-}
-
 /// How far above a uniform guess's cross-entropy (`ln(classes)`) a batch loss may go before a
 /// run counts as diverged. Training starts near `ln(classes)` and goes down; a loss a thousand
 /// times higher only comes from a run whose weights are blowing up (say Adam at lr 1e6), and
@@ -119,55 +94,16 @@ pub fn uniform_loss(classes: usize) -> f32 {
     (classes.max(2) as f32).ln()
 }
 
-/// One step on a batch at learning rate `lr`. A cross-entropy that diverged
-/// ([`loss_diverged`]: not finite, or exploded) returns `Err(value)` before any update; the
-/// caller names the epoch and batch. (Only the data loss is read back, one device sync per
-/// step: a non-finite weight makes it non-finite too, so the penalty needs no check of its
-/// own.)
-pub fn training_step(
-    model: Classifier,
-    optimizer: &mut ModuleOptimizer,
-    loss_fn: &CrossEntropyLoss,
-    images: Tensor<4>,
-    targets: Tensor<1, Int>,
-    lr: f64,
-    rule: &StepRule<'_>,
-) -> Result<StepOutput, f32> {
-    let logits = model.forward(images);
-    let data_loss = loss_fn.forward(logits.clone(), targets);
-    let loss_value: f32 = data_loss.clone().into_scalar();
-    if loss_diverged(loss_value, logits.dims()[1]) {
-        return Err(loss_value);
-    }
-    let loss = match rule.regularization.and_then(RegularizationConfig::penalty) {
-        Some(p) => data_loss + p.penalty(&model, &logits.device()),
-        None => data_loss,
-    };
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-    if let Some(max_norm) = rule.optimizer.clip_grad_norm {
-        clip_grad_norm(&model, &mut grads, max_norm);
-    }
-    let mut model = optimizer.step(lr, model, grads);
-    if let Some(constraint) = rule
-        .regularization
-        .and_then(RegularizationConfig::constraint)
-    {
-        model = constraint.apply(model);
-    }
-    Ok(StepOutput {
-        model,
-        loss: loss_value,
-        logits,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::loss::CrossEntropyLossConfig;
-    use flint_models::{MlpConfig, ModelConfig};
+    use burn::prelude::*;
+    use flint_data::ImageSet;
+    use flint_models::{Classifier, MlpConfig, ModelConfig};
 
-    use crate::optim::build_optimizer;
+    use crate::config::OptimizerConfig;
+    use crate::engine::{Engine, LoopConfig};
+    use crate::trainer::ImageBatches;
 
     fn linear_weight_norms(model: &Classifier) -> Vec<f32> {
         let Classifier::Mlp(mlp) = model else {
@@ -182,10 +118,9 @@ mod tests {
             .collect()
     }
 
-    /// A small MLP without dropout and one random batch. Clones of the model share its
-    /// (lazily initialised) parameters, so steps from clones start from the same weights
-    /// whatever else draws from burn's process-wide generator meanwhile.
-    fn setup() -> (Classifier, Tensor<4>) {
+    /// A small MLP without dropout and one batch of four images. Clones of the model share
+    /// its (lazily initialised) parameters, so steps from clones start from the same weights.
+    fn setup() -> (Classifier, ImageSet) {
         let device = Device::flex().autodiff();
         let config = ModelConfig::Mlp(
             MlpConfig::new()
@@ -193,31 +128,27 @@ mod tests {
                 .with_dropout(vec![0.0]),
         );
         let model = config.init(&device);
-        let images = Tensor::<4>::random(
-            [4, 1, 28, 28],
-            burn::tensor::Distribution::Uniform(0.0, 1.0),
-            &device,
-        );
+        let pixels = (0..4 * 784).map(|i| (i * 37 % 251) as u8).collect();
+        let names = (0..10).map(|c| c.to_string()).collect();
+        let images = ImageSet::new("t", [1, 28, 28], pixels, vec![0, 1, 2, 3], names).unwrap();
         (model, images)
     }
 
-    /// One plain-SGD step of `model` on `images` with `reg`.
-    fn step_from(model: Classifier, images: Tensor<4>, reg: &RegularizationConfig) -> Classifier {
-        let device = images.device();
+    /// One plain-SGD step of `model` on `images` with `reg`, through the engine.
+    fn step_from(model: Classifier, images: ImageSet, reg: &RegularizationConfig) -> Classifier {
         let optim = OptimizerConfig::new()
             .with_kind(crate::OptimizerKind::Sgd)
-            .with_momentum(0.0);
-        let mut optimizer = build_optimizer(&optim);
-        let ce = CrossEntropyLossConfig::new().init(&device);
-        let targets = Tensor::<1, Int>::from_ints([0, 1, 2, 3], &device);
-        let rule = StepRule {
-            optimizer: &optim,
-            regularization: Some(reg),
-        };
-        let out = training_step(model, &mut optimizer, &ce, images, targets, 0.1, &rule)
-            .unwrap_or_else(|v| panic!("loss {v}"));
-        assert!(out.loss.is_finite());
-        out.model
+            .with_momentum(0.0)
+            .with_lr(0.1);
+        let config = LoopConfig::new()
+            .with_epochs(1)
+            .with_batch_size(4)
+            .with_optimizer(optim)
+            .with_regularization(Some(reg.clone()));
+        let data = ImageBatches::new(images);
+        let trained = Engine::new(config, &data).fit(model, false).unwrap();
+        assert_eq!(trained.steps, 1);
+        trained.model
     }
 
     #[test]

@@ -3,24 +3,24 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::nn::loss::CrossEntropyLossConfig;
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoader;
 use burn::prelude::*;
 use flint_data::{
-    Augment, AugmentedImages, ImageBatcher, ImageSet, KnownDataset, LabelledSet, LoaderOptions,
-    Locator, Split, loader, random_subset, train_val_split,
+    Augment, AugmentedImages, ClassificationBatch, ImageBatcher, ImageSet, KnownDataset,
+    LabelledSet, LoaderOptions, Locator, Split, loader, random_subset, train_val_split,
 };
 use flint_io::seed::derive_seed;
 use flint_models::{Classifier, ModelConfig};
 
-use crate::checkpoint::{self, RunState};
+use crate::checkpoint;
 use crate::config::TrainConfig;
+use crate::engine::{Batches, Engine, EvalSet, evaluate_model, write_run_files};
 use crate::error::TrainError;
-use crate::memory::resident_memory;
-use crate::metrics::{EpochMetrics, EpochTally, EvalAccumulator, EvalReport, metrics_csv};
-use crate::optim::build_optimizer;
+use crate::metrics::{EpochMetrics, EvalReport};
 use crate::progress::ProgressMode;
-use crate::report::{plot_curves, write_report};
-use crate::step::{StepRule, training_step};
+use crate::report::report_markdown;
 
 /// Where a run goes and how it shows progress.
 ///
@@ -175,18 +175,7 @@ pub fn evaluate(
     set: &ImageSet,
     device: &Device,
 ) -> Result<EvalReport, TrainError> {
-    let dl = loader(
-        set.clone(),
-        ImageBatcher::new(),
-        &LoaderOptions::new(1000),
-        device,
-    )?;
-    let mut eval = EvalAccumulator::new(set.num_classes(), device);
-    for batch in dl.iter() {
-        let batch = batch.map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
-        eval.add(model.forward(batch.images), batch.targets);
-    }
-    Ok(eval.finish(set.class_names().to_vec()))
+    evaluate_model(model, &ImageBatches::new(set.clone()), EVAL_BATCH, device)
 }
 
 /// A run directory name: `<dataset>-<model>-<UTC timestamp>`.
@@ -263,7 +252,7 @@ fn run(
     resuming: bool,
 ) -> Result<RunOutcome, TrainError> {
     let start = Instant::now();
-    let mut progress = crate::progress::Progress::new(options.progress);
+    let progress = crate::progress::Progress::new(options.progress);
     let data = load_data(config, &options.locator)?;
     crate::memory::check_model_memory(
         &config.model,
@@ -271,39 +260,11 @@ fn run(
             batch: config.batch_size.min(data.train.len()),
         },
     )?;
-    let config_sha = checkpoint::file_sha256(&run_dir.join("config.json"))?;
-    let last_dir = run_dir.join("checkpoints").join("last");
-    let best_dir = run_dir.join("checkpoints").join("best");
-
     let device = options.device.clone();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
     train_device.seed(config.seed);
-    let mut model = config.model.init(&train_device);
-    let mut optimizer = build_optimizer(&config.optimizer);
-    let mut state = RunState::new(config.seed, config_sha);
-    if resuming {
-        checkpoint::tidy_run_dir(run_dir)?;
-    }
-    // No checkpoint at all: killed during the first epoch, so the run starts again. One that
-    // only lost `last` (with `best` still there) is refused by `load_state` below.
-    if resuming && (checkpoint::exists(&last_dir) || checkpoint::exists(&best_dir)) {
-        let (dir, saved) = checkpoint::load_state(&last_dir)?;
-        checkpoint::check_config_unchanged(&run_dir.join("config.json"), &saved)?;
-        model = checkpoint::load_model(&dir, model)?;
-        optimizer = checkpoint::load_optimizer(&dir, optimizer)?;
-        progress.info(&format!(
-            "resuming {} after epoch {}",
-            run_dir.display(),
-            saved.epoch
-        ));
-        state = saved;
-    } else if resuming {
-        progress.info(&format!(
-            "{} has no checkpoint yet (stopped during its first epoch): starting it again",
-            run_dir.display()
-        ));
-    }
+    let model = config.model.init(&train_device);
     progress.info(&format!(
         "training {} on {} ({} images, evaluating on {} {}), run directory {}",
         config.model.kind(),
@@ -313,183 +274,133 @@ fn run(
         data.eval_name,
         run_dir.display()
     ));
-
-    let ce = CrossEntropyLossConfig::new().init(&train_device);
-    let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
-    let total_steps = steps_per_epoch * config.epochs;
-    let augment = Augment {
-        pad_crop: config.augment_pad,
-        hflip: config.augment_flip,
-    };
-    let mut stopped_early = false;
-
-    for epoch in state.epoch + 1..=config.epochs {
-        // Every epoch's randomness derives from (seed, epoch): a resumed run replays exactly
-        // what the uninterrupted one would have done.
-        let epoch_seed = derive_seed(config.seed, epoch as u64);
-        train_device.seed(epoch_seed);
-        let dataset = AugmentedImages::new(data.train.clone(), augment, epoch_seed)?;
-        let batches = loader(
-            dataset,
-            ImageBatcher::new(),
-            &LoaderOptions::new(config.batch_size)
-                .shuffled(epoch_seed)
-                .workers(config.workers),
-            &train_device,
-        )?;
-        progress.start_epoch(epoch, config.epochs, steps_per_epoch);
-        let mut tally = EpochTally::start();
-        let mut lr = config.optimizer.lr;
-        for (b, batch) in batches.iter().enumerate() {
-            let batch = batch.map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
-            lr = config.schedule.lr_at(
-                config.optimizer.lr,
-                (epoch - 1) * steps_per_epoch + b,
-                steps_per_epoch,
-                total_steps,
-            );
-            let rule = StepRule {
-                optimizer: &config.optimizer,
-                regularization: config.regularization.as_ref(),
-            };
-            let step = training_step(
-                model,
-                &mut optimizer,
-                &ce,
-                batch.images,
-                batch.targets.clone(),
-                lr,
-                &rule,
-            );
-            let step = match step {
-                Ok(step) => step,
-                Err(loss) => {
-                    return Err(TrainError::Diverged {
-                        epoch,
-                        batch: b + 1,
-                        loss,
-                        uniform: crate::step::uniform_loss(data.train.num_classes()),
-                        checkpoint: last_dir
-                            .join("state.json")
-                            .exists()
-                            .then(|| last_dir.clone()),
-                    });
-                }
-            };
-            model = step.model;
-            tally.add(step.loss, step.logits, batch.targets);
-            progress.batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
-        }
-        let train_secs = tally.secs();
-        let eval = evaluate(&model.valid(), &data.eval, &device)?;
-        let metrics = tally.metrics(epoch, lr, train_secs, &eval);
-        progress.end_epoch(&metrics, config.epochs, data.eval_name);
-        state.history.push(metrics.clone());
-        state.epoch = epoch;
-        checkpoint::write_atomic(
-            &run_dir.join("metrics.csv"),
-            metrics_csv(&state.history).as_bytes(),
-        )?;
-
-        // Best model and early stopping on the monitored metric.
-        let monitor_loss = config
-            .early_stopping
-            .as_ref()
-            .is_some_and(|e| e.monitor_loss);
-        let value = if monitor_loss {
-            metrics.val_loss
-        } else {
-            metrics.val_accuracy
-        };
-        let min_delta = config.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
-        let improved = match state.best_monitor {
-            None => true,
-            Some(best) if monitor_loss => value < best - min_delta,
-            Some(best) => value > best + min_delta,
-        };
-        if improved {
-            state.best_monitor = Some(value);
-            state.best_epoch = Some(epoch);
-            state.epochs_without_improvement = 0;
-            checkpoint::save(&best_dir, &model, &optimizer, &state)?;
-        } else {
-            state.epochs_without_improvement += 1;
-        }
-        checkpoint::save(&last_dir, &model, &optimizer, &state)?;
-        if let Some(es) = &config.early_stopping
-            && state.epochs_without_improvement >= es.patience
-            && epoch < config.epochs
-        {
-            progress.info(&format!(
-                "early stopping: no improvement for {} epochs (best epoch {})",
-                es.patience,
-                state.best_epoch.unwrap_or(0)
-            ));
-            stopped_early = true;
-            break;
-        }
-        if options.stop_after == Some(epoch) && epoch < config.epochs {
-            progress.info(&format!(
-                "stopped after epoch {epoch} as asked; continue with --resume {}",
-                run_dir.display()
-            ));
-            return Ok(RunOutcome {
-                run_dir: run_dir.to_path_buf(),
-                history: state.history,
-                test: evaluate(&model.valid(), &data.test, &device)?,
-                wall_secs: start.elapsed().as_secs_f64(),
-                stopped_early: false,
-                interrupted: true,
-            });
-        }
+    let train = ImageBatches::new(data.train.clone())
+        .with_augment(Augment {
+            pad_crop: config.augment_pad,
+            hflip: config.augment_flip,
+        })
+        .with_workers(config.workers);
+    let eval = ImageBatches::new(data.eval.clone());
+    let trained = Engine::new(config.loop_config(), &train)
+        .devices(vec![device.clone()])
+        .eval(EvalSet {
+            data: &eval,
+            name: data.eval_name,
+            batch_size: EVAL_BATCH,
+        })
+        .run_dir(run_dir)
+        .progress(options.progress)
+        .stop_after(options.stop_after)
+        .fit(model, resuming)?;
+    let model = trained.model.valid();
+    let test = evaluate(&model, &data.test, &device)?;
+    if trained.interrupted {
+        return Ok(RunOutcome {
+            run_dir: run_dir.to_path_buf(),
+            history: trained.history,
+            test,
+            wall_secs: start.elapsed().as_secs_f64(),
+            stopped_early: false,
+            interrupted: true,
+        });
     }
-
-    let test = evaluate(&model.valid(), &data.test, &device)?;
     let wall_secs = start.elapsed().as_secs_f64();
-    let plotted = if state.history.is_empty() {
-        false
-    } else {
-        plot_curves(&run_dir.join("curves.png"), &state.history, data.eval_name)?;
-        true
-    };
-    write_report(
-        &run_dir.join("report.md"),
-        config,
-        &state.history,
-        &test,
-        data.eval_name,
-        wall_secs,
-        plotted,
-    )?;
-    // Peak of this process: after a --resume, of the resumed part only.
-    let peak_rss_mib = resident_memory().map(|m| m.peak_mib);
+    let history = &trained.history;
     let result = serde_json::json!({
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
         "per_class_accuracy": test.per_class_accuracy,
-        "epochs": state.history.len(),
-        "best_epoch": state.best_epoch,
-        "stopped_early": stopped_early,
+        "epochs": history.len(),
+        "best_epoch": trained.best_epoch,
+        "stopped_early": trained.stopped_early,
         "wall_secs": wall_secs,
-        "mean_train_samples_per_sec": state.history.iter().map(|m| m.samples_per_sec).sum::<f64>() / state.history.len().max(1) as f64,
+        "mean_train_samples_per_sec": history.iter().map(|m| m.samples_per_sec).sum::<f64>() / history.len().max(1) as f64,
         "test_samples_per_sec": test.samples_per_sec,
-        "peak_rss_mib": peak_rss_mib,
     });
-    checkpoint::write_atomic(
-        &run_dir.join("result.json"),
-        serde_json::to_string_pretty(&result)
-            .expect("json")
-            .as_bytes(),
+    let peak_rss_mib = write_run_files(
+        run_dir,
+        history,
+        data.eval_name,
+        |plotted| report_markdown(config, history, &test, data.eval_name, wall_secs, plotted),
+        result,
     )?;
     progress.finish(&test, run_dir, peak_rss_mib);
     Ok(RunOutcome {
         run_dir: run_dir.to_path_buf(),
-        history: state.history,
+        history: trained.history,
         test,
         wall_secs,
-        stopped_early,
+        stopped_early: trained.stopped_early,
         interrupted: false,
     })
+}
+
+/// Samples per evaluation batch.
+const EVAL_BATCH: usize = 1000;
+
+/// An [`ImageSet`] as the engine's data: shuffled and augmented from each epoch's seed.
+#[derive(Debug, Clone)]
+pub struct ImageBatches {
+    set: ImageSet,
+    augment: Augment,
+    workers: usize,
+}
+
+impl ImageBatches {
+    /// `set`, without augmentation, loaded on the training thread.
+    pub fn new(set: ImageSet) -> Self {
+        Self {
+            set,
+            augment: Augment::default(),
+            workers: 0,
+        }
+    }
+
+    /// Random crops and flips (training epochs only).
+    pub fn with_augment(mut self, augment: Augment) -> Self {
+        self.augment = augment;
+        self
+    }
+
+    /// Background loading threads.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+}
+
+impl Batches<ClassificationBatch> for ImageBatches {
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn class_names(&self) -> Vec<String> {
+        self.set.class_names().to_vec()
+    }
+
+    fn epoch(
+        &self,
+        batch_size: usize,
+        seed: Option<u64>,
+        device: &Device,
+    ) -> Result<Arc<dyn DataLoader<ClassificationBatch>>, TrainError> {
+        Ok(match seed {
+            Some(seed) => loader(
+                AugmentedImages::new(self.set.clone(), self.augment, seed)?,
+                ImageBatcher::new(),
+                &LoaderOptions::new(batch_size)
+                    .shuffled(seed)
+                    .workers(self.workers),
+                device,
+            )?,
+            None => loader(
+                self.set.clone(),
+                ImageBatcher::new(),
+                &LoaderOptions::new(batch_size),
+                device,
+            )?,
+        })
+    }
 }
 
 /// Loads a trained model from a run directory or a checkpoint folder, in inference mode.
