@@ -1,17 +1,28 @@
 //! Cached feature extraction: a frozen backbone's features computed once, stored on disk keyed
 //! by model, data and transform, and reused by later runs.
 //!
-//! A cache file holds a one-line JSON header (key, count, dimension, SHA-256 of the payload)
-//! and the features and labels as little-endian binary. It is written atomically; a file whose
-//! header or checksum does not match is recomputed and replaced, never trusted.
+//! A cache entry is a safetensors file (`<key digest>.safetensors`): the features as an `F32`
+//! tensor `[len, dim]`, the labels as `U32` `[len]`, and in its metadata the format, the full key
+//! and the SHA-256 of the tensor bytes (safetensors has no checksum of its own). It is written
+//! atomically and read bounded by [`MAX_CACHE_BYTES`]; an entry that cannot be read, belongs to
+//! another key or fails its checksum is recomputed and replaced, never trusted. Entries of the
+//! older `.feat` format count as stale: recomputed, and the old file removed.
 
 use std::path::{Path, PathBuf};
 
-use flint_io::fs::{Sha256Hasher, sha256_hex};
+use std::collections::HashMap;
+
+use flint_io::FsError;
+use flint_io::fs::{Sha256Hasher, read_regular};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::TransferError;
 
-const MAGIC: &str = "flint-features v1";
+/// The metadata `format` of a cache entry.
+const FORMAT: &str = "flint-features v2";
+
+/// The largest cache entry read: 16 GiB, 4 million rows of 1,000 features.
+pub const MAX_CACHE_BYTES: u64 = 16 << 30;
 
 /// Features of a whole data set, one row per sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +59,28 @@ pub enum CacheStatus {
     Hit,
     /// Not cached: computed and stored.
     Miss,
-    /// Cached but unreadable or corrupt: recomputed and replaced (the reason).
-    Replaced(String),
+    /// Cached but unusable: recomputed and replaced (why).
+    Replaced(Stale),
+}
+
+/// Why a cache entry was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stale {
+    /// The file could not be read (or is larger than [`MAX_CACHE_BYTES`]).
+    #[error("unreadable: {0}")]
+    Unreadable(String),
+    /// Not a safetensors file, or one without flint's tensors and metadata.
+    #[error("not a flint feature cache file: {0}")]
+    Format(String),
+    /// Written in flint's older `.feat` format.
+    #[error("written in an older flint cache format (.feat)")]
+    OldFormat,
+    /// Its metadata names another key (a digest collision or a renamed file).
+    #[error("written for another key")]
+    OtherKey,
+    /// The tensor bytes do not have the SHA-256 recorded with them.
+    #[error("checksum mismatch")]
+    Checksum,
 }
 
 /// What the cached features depend on; any change gives another cache entry.
@@ -127,7 +158,7 @@ impl FeatureCache {
 
     /// Where the entry for `key` lives.
     pub fn path(&self, key: &CacheKey) -> PathBuf {
-        self.dir.join(format!("{}.feat", key.digest()))
+        self.dir.join(format!("{}.safetensors", key.digest()))
     }
 
     /// The cached features for `key`, or those `compute` returns (then stored).
@@ -137,80 +168,120 @@ impl FeatureCache {
         compute: impl FnOnce() -> Result<Features, TransferError>,
     ) -> Result<(Features, CacheStatus), TransferError> {
         let path = self.path(key);
-        let status = match std::fs::read(&path) {
+        let status = match read_regular(&path, MAX_CACHE_BYTES) {
             Ok(bytes) => match decode(&bytes, key) {
                 Ok(features) => return Ok((features, CacheStatus::Hit)),
-                Err(reason) => CacheStatus::Replaced(reason),
+                Err(stale) => CacheStatus::Replaced(stale),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CacheStatus::Miss,
-            Err(e) => CacheStatus::Replaced(e.to_string()),
+            Err(FsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                self.remove_old_format(key)
+            }
+            Err(e) => CacheStatus::Replaced(Stale::Unreadable(e.reason())),
         };
         let features = compute()?;
         std::fs::create_dir_all(&self.dir).map_err(|e| TransferError::io(&self.dir, e))?;
-        flint_io::fs::write_atomic(&path, &encode(&features, key)).map_err(|e| {
-            TransferError::Cache {
-                path: path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let cache_error = |reason: String| TransferError::Cache {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = encode(&features, key).map_err(|e| cache_error(e.to_string()))?;
+        flint_io::fs::write_atomic(&path, &bytes).map_err(|e| cache_error(e.reason()))?;
         Ok((features, status))
     }
+
+    /// A miss, or [`Stale::OldFormat`] when the entry exists in the `.feat` format of earlier
+    /// flint versions (removed: it would never be read again).
+    fn remove_old_format(&self, key: &CacheKey) -> CacheStatus {
+        let old = self.dir.join(format!("{}.feat", key.digest()));
+        if std::fs::symlink_metadata(&old).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::remove_file(&old);
+            CacheStatus::Replaced(Stale::OldFormat)
+        } else {
+            CacheStatus::Miss
+        }
+    }
 }
 
-fn encode(f: &Features, key: &CacheKey) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(4 * (f.values.len() + f.labels.len()));
-    for v in &f.values {
-        payload.extend_from_slice(&v.to_le_bytes());
-    }
-    for l in &f.labels {
-        payload.extend_from_slice(&l.to_le_bytes());
-    }
-    let header = serde_json::json!({
-        "magic": MAGIC,
-        "key": key.digest(),
-        "model": key.model,
-        "transform": key.transform,
-        "len": f.len(),
-        "dim": f.dim,
-        "sha256": sha256_hex(&payload),
-    });
-    let mut out = serde_json::to_vec(&header).expect("json");
-    out.push(b'\n');
-    out.extend_from_slice(&payload);
-    out
+fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| to_le(v)).collect()
 }
 
-fn decode(bytes: &[u8], key: &CacheKey) -> Result<Features, String> {
-    let nl = bytes.iter().position(|&b| b == b'\n').ok_or("no header")?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("bad header: {e}"))?;
-    if header["magic"] != MAGIC {
-        return Err("not a flint feature cache file".into());
+/// The SHA-256 of the features' and labels' bytes, as stored in the metadata.
+fn checksum(values: &[u8], labels: &[u8]) -> String {
+    let mut h = Sha256Hasher::new();
+    h.update(values);
+    h.update(labels);
+    h.finish()
+}
+
+fn encode(f: &Features, key: &CacheKey) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let values = le_bytes(&f.values, f32::to_le_bytes);
+    let labels = le_bytes(&f.labels, u32::to_le_bytes);
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("key".to_string(), key.digest()),
+        ("model".to_string(), key.model.clone()),
+        ("transform".to_string(), key.transform.clone()),
+        ("sha256".to_string(), checksum(&values, &labels)),
+    ]);
+    let tensors = [
+        (
+            "features",
+            TensorView::new(Dtype::F32, vec![f.len(), f.dim], &values)?,
+        ),
+        (
+            "labels",
+            TensorView::new(Dtype::U32, vec![f.len()], &labels)?,
+        ),
+    ];
+    safetensors::serialize(tensors, Some(metadata))
+}
+
+fn decode(bytes: &[u8], key: &CacheKey) -> Result<Features, Stale> {
+    let format = |e: &dyn std::fmt::Display| Stale::Format(e.to_string());
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| format(&e))?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| format(&e))?;
+    let meta = metadata.metadata().clone().unwrap_or_default();
+    let field = |name: &str| meta.get(name).map(String::as_str);
+    if field("format") != Some(FORMAT) {
+        return Err(Stale::Format("no flint-features metadata".into()));
     }
-    if header["key"] != key.digest().as_str() {
-        return Err("written for another key".into());
+    if field("key") != Some(key.digest().as_str()) {
+        return Err(Stale::OtherKey);
     }
-    let len = header["len"].as_u64().ok_or("no length")? as usize;
-    let dim = header["dim"].as_u64().ok_or("no dimension")? as usize;
-    let payload = &bytes[nl + 1..];
-    if payload.len() != 4 * (len * dim + len) {
-        return Err(format!(
-            "truncated: {} payload bytes for {len} x {dim} features",
-            payload.len()
+    let tensor = |name: &str, dtype: Dtype| {
+        let view = tensors.tensor(name).map_err(|e| format(&e))?;
+        if view.dtype() != dtype {
+            return Err(format(&format_args!(
+                "`{name}` is {:?}, not {dtype:?}",
+                view.dtype()
+            )));
+        }
+        Ok(view)
+    };
+    let values = tensor("features", Dtype::F32)?;
+    let labels = tensor("labels", Dtype::U32)?;
+    let (&[len, dim], &[n]) = (values.shape(), labels.shape()) else {
+        return Err(Stale::Format(
+            "`features` must be [len, dim] and `labels` [len]".into(),
         ));
+    };
+    if n != len {
+        return Err(Stale::Format(format!("{len} feature rows but {n} labels")));
     }
-    if header["sha256"] != sha256_hex(payload).as_str() {
-        return Err("checksum mismatch".into());
+    if field("sha256") != Some(checksum(values.data(), labels.data()).as_str()) {
+        return Err(Stale::Checksum);
     }
     let word = |c: &[u8]| [c[0], c[1], c[2], c[3]];
-    let (v, l) = payload.split_at(4 * len * dim);
     Ok(Features {
         dim,
-        values: v
+        values: values
+            .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(word(c)))
             .collect(),
-        labels: l
+        labels: labels
+            .data()
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes(word(c)))
             .collect(),
@@ -262,14 +333,55 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let (_, s) = cache.get_or_compute(&key("a"), || Ok(features())).unwrap();
-        assert_eq!(s, CacheStatus::Replaced("checksum mismatch".into()));
+        assert_eq!(s, CacheStatus::Replaced(Stale::Checksum));
+        let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         let (_, s) = cache.get_or_compute(&key("a"), || Ok(features())).unwrap();
-        assert!(matches!(s, CacheStatus::Replaced(r) if r.starts_with("truncated")));
+        assert!(
+            matches!(s, CacheStatus::Replaced(Stale::Format(_))),
+            "{s:?}"
+        );
+        std::fs::write(&path, b"").unwrap();
+        let (_, s) = cache.get_or_compute(&key("a"), || Ok(features())).unwrap();
+        assert!(
+            matches!(s, CacheStatus::Replaced(Stale::Format(_))),
+            "{s:?}"
+        );
         let (_, s) = cache
             .get_or_compute(&key("a"), || panic!("replaced entry is valid"))
             .unwrap();
         assert_eq!(s, CacheStatus::Hit);
+    }
+
+    #[test]
+    fn other_keys_and_old_format_files_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        cache.get_or_compute(&key("a"), || Ok(features())).unwrap();
+        std::fs::copy(cache.path(&key("a")), cache.path(&key("b"))).unwrap();
+        let (_, s) = cache.get_or_compute(&key("b"), || Ok(features())).unwrap();
+        assert_eq!(s, CacheStatus::Replaced(Stale::OtherKey));
+
+        let old = dir.path().join(format!("{}.feat", key("c").digest()));
+        std::fs::write(&old, b"{\"magic\":\"flint-features v1\"}\n").unwrap();
+        let (f, s) = cache.get_or_compute(&key("c"), || Ok(features())).unwrap();
+        assert_eq!(
+            (f, s),
+            (features(), CacheStatus::Replaced(Stale::OldFormat))
+        );
+        assert!(!old.exists());
+        assert!(cache.path(&key("c")).exists());
+    }
+
+    #[test]
+    fn a_folder_in_place_of_an_entry_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        std::fs::create_dir(cache.path(&key("a"))).unwrap();
+        let err = cache
+            .get_or_compute(&key("a"), || Ok(features()))
+            .unwrap_err();
+        assert!(matches!(err, TransferError::Cache { .. }), "{err}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod model;
 pub mod pretrained;
 
 pub use backbone::{Backbone, InputSpec};
-pub use cache::{CacheKey, CacheStatus, FeatureCache, Features};
+pub use cache::{CacheKey, CacheStatus, FeatureCache, Features, Stale};
 pub use error::TransferError;
 pub use finetune::{
     FinetuneConfig, FinetuneOptions, FinetuneOutcome, RunConfig, Strategy, TransferData, finetune,
