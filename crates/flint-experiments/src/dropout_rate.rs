@@ -93,7 +93,8 @@ impl DropoutRateConfig {
             ));
         }
         for m in &self.models {
-            ModelConfig::reference(&m.model).map_err(ExperimentError::Invalid)?;
+            ModelConfig::reference(&m.model)
+                .map_err(|e| ExperimentError::Invalid(e.to_string()))?;
             if m.epochs == 0 || m.pool == Some(0) {
                 return bad(format!("{}: epochs and pool must be at least 1", m.model));
             }
@@ -182,7 +183,8 @@ pub fn run_dropout_rate(
     let mut folds = Vec::new();
     let mut outcomes = Vec::new();
     for m in &config.models {
-        let model = ModelConfig::reference(&m.model).map_err(ExperimentError::Invalid)?;
+        let model = ModelConfig::reference(&m.model)
+            .map_err(|e| ExperimentError::Invalid(e.to_string()))?;
         let pool = match m.pool {
             Some(n) if n < train.len() => random_subset(&train, n, derive_seed(config.seed, 3))?,
             _ => train.clone(),
