@@ -308,14 +308,15 @@ impl TrainArgs {
     pub fn to_config(&self) -> Result<TrainConfig, String> {
         let mut config = match &self.config {
             Some(path) => TrainConfig::load_checked(path).map_err(|e| e.to_string())?,
-            None => TrainConfig::new(ModelConfig::reference(
-                self.model.as_deref().unwrap_or("cnn"),
-            )?),
+            None => TrainConfig::new(
+                ModelConfig::reference(self.model.as_deref().unwrap_or("cnn"))
+                    .map_err(|e| e.to_string())?,
+            ),
         };
         if self.config.is_some()
             && let Some(model) = &self.model
         {
-            config.model = ModelConfig::reference(model)?;
+            config.model = ModelConfig::reference(model).map_err(|e| e.to_string())?;
         }
         if let Some(d) = &self.dataset {
             config.dataset = d.clone();
@@ -616,7 +617,10 @@ pub fn run_info(args: &InfoArgs) -> Result<(), String> {
             };
             (config.model, input)
         }
-        None => (ModelConfig::reference(&args.model)?, [1, 1, 28, 28]),
+        None => (
+            ModelConfig::reference(&args.model).map_err(|e| e.to_string())?,
+            [1, 1, 28, 28],
+        ),
     };
     model_config.validate().map_err(|e| e.to_string())?;
     flint_train::memory::check_model_memory(

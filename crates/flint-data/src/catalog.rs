@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::cifar::{CIFAR10, cifar10};
 use crate::error::{DataError, Result};
@@ -80,12 +81,12 @@ impl KnownDataset {
                 return DatasetCheck {
                     dataset: self,
                     located: None,
-                    splits: Err(e.to_string()),
+                    splits: Err(Arc::new(e)),
                 };
             }
         };
         let only_here = Locator::only(&located.dir);
-        let splits = self.count_splits(&only_here).map_err(|e| e.to_string());
+        let splits = self.count_splits(&only_here).map_err(Arc::new);
         DatasetCheck {
             dataset: self,
             located: Some(located),
@@ -174,8 +175,9 @@ pub struct DatasetCheck {
     pub dataset: KnownDataset,
     /// Where it was found, if it was.
     pub located: Option<Located>,
-    /// Per-split counts, or why it was not found or could not be read.
-    pub splits: std::result::Result<Vec<SplitCount>, String>,
+    /// Per-split counts, or why it was not found or could not be read (shared, so the check can
+    /// be cloned).
+    pub splits: std::result::Result<Vec<SplitCount>, Arc<DataError>>,
 }
 
 impl DatasetCheck {
@@ -222,7 +224,7 @@ impl fmt::Display for DatasetCheck {
             ),
             (None, Err(e)) => {
                 write!(f, "{name:<14} not found")?;
-                for line in e.lines().skip(1) {
+                for line in e.to_string().lines().skip(1) {
                     write!(f, "\n{:<14} {line}", "")?;
                 }
                 Ok(())

@@ -277,7 +277,7 @@ impl Locator {
                     });
                 }
                 Err(why) => {
-                    tried.push(dir.display().to_string(), why);
+                    tried.push(dir.display().to_string(), why.to_string());
                     return None;
                 }
             }
@@ -305,8 +305,8 @@ impl Locator {
                     }
                     Err(why) => {
                         // One line per root for a missing folder keeps the list readable.
-                        if why != MISSING_DIR || *folder == spec.folder_names[0] {
-                            tried.push(dir.display().to_string(), why);
+                        if why != FolderProblem::Missing || *folder == spec.folder_names[0] {
+                            tried.push(dir.display().to_string(), why.to_string());
                         }
                     }
                 }
@@ -324,13 +324,20 @@ impl Locator {
     }
 }
 
-const MISSING_DIR: &str = "no such folder";
+/// Why a folder does not hold a data set (one line of [`DataError::NotFound`]'s list).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum FolderProblem {
+    #[error("no such folder")]
+    Missing,
+    #[error("folder exists but lacks {}", .0.join(", "))]
+    Lacks(Vec<String>),
+}
 
 /// The path of each spec file in `dir`, accepting `name`, `name.gz` and the dotted variant some
 /// archives use (`train-images.idx3-ubyte`).
-fn files_in(dir: &Path, spec: &DatasetSpec) -> std::result::Result<Vec<PathBuf>, String> {
+fn files_in(dir: &Path, spec: &DatasetSpec) -> std::result::Result<Vec<PathBuf>, FolderProblem> {
     if !dir.is_dir() {
-        return Err(MISSING_DIR.to_string());
+        return Err(FolderProblem::Missing);
     }
     let mut found = Vec::new();
     let mut missing: Vec<String> = spec
@@ -352,7 +359,7 @@ fn files_in(dir: &Path, spec: &DatasetSpec) -> std::result::Result<Vec<PathBuf>,
     if missing.is_empty() {
         Ok(found)
     } else {
-        Err(format!("folder exists but lacks {}", missing.join(", ")))
+        Err(FolderProblem::Lacks(missing))
     }
 }
 
@@ -407,7 +414,8 @@ pub fn download(spec: &DatasetSpec, dir: &Path) -> Result<Located> {
             }
             extract_tar_gz(&archive, folder, dir)?;
             let _ = std::fs::remove_file(&archive);
-            let files = files_in(dir, spec).map_err(|why| DataError::format(dir, why))?;
+            let files =
+                files_in(dir, spec).map_err(|why| DataError::format(dir, why.to_string()))?;
             Ok(Located {
                 dir: dir.to_path_buf(),
                 origin: Origin::Downloaded,

@@ -3,6 +3,9 @@
 /// A model configuration that cannot be built, with what is wrong and what would be right.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelConfigError {
+    /// A reference model name that is not one of flint's.
+    #[error("unknown model `{name}`; known: mlp, cnn")]
+    UnknownModel { name: String },
     /// A size that must be positive is zero.
     #[error("{model}: `{field}` must be at least 1")]
     Zero {

@@ -48,11 +48,13 @@ pub enum ModelConfig {
 
 impl ModelConfig {
     /// A reference model of `reference.md` by name: `mlp` or `cnn`.
-    pub fn reference(name: &str) -> Result<Self, String> {
+    pub fn reference(name: &str) -> Result<Self, ModelConfigError> {
         match name {
             "mlp" => Ok(Self::Mlp(MlpConfig::reference())),
             "cnn" => Ok(Self::Cnn(CnnConfig::reference())),
-            other => Err(format!("unknown model `{other}`; known: mlp, cnn")),
+            other => Err(ModelConfigError::UnknownModel {
+                name: other.to_string(),
+            }),
         }
     }
 
@@ -225,7 +227,7 @@ mod tests {
         assert_eq!(cnn_counts.total(), 421_834);
         assert_eq!(cnn_counts.buffers, 2 * (32 + 64) + 2);
         let err = ModelConfig::reference("resnet").unwrap_err();
-        assert_eq!(err, "unknown model `resnet`; known: mlp, cnn");
+        assert_eq!(err.to_string(), "unknown model `resnet`; known: mlp, cnn");
     }
 
     #[test]

@@ -36,4 +36,4 @@ pub use finetune::{
 };
 pub use load::{LoadOptions, LoadReport, load_weights};
 pub use model::{Head, TransferModel};
-pub use pretrained::{ModelEntry, Pretrained, available, load_pretrained};
+pub use pretrained::{ModelEntry, Pretrained, Unavailable, available, load_pretrained};

@@ -193,7 +193,7 @@ pub fn load_weights<M: Module>(
         // PyTorch files name no enum variants; burn's own PytorchStore skips them too.
         (tensors.values().cloned().collect(), true)
     } else {
-        check_safetensors_header(path, len).map_err(bad)?;
+        check_safetensors_header(path, len).map_err(|e| bad(e.to_string()))?;
         let mut store = SafetensorsStore::from_file(path);
         for (pattern, replacement) in &options.remap {
             store = store.with_key_remapping(pattern, replacement);
@@ -295,30 +295,39 @@ pub fn load_weights<M: Module>(
 /// a few hundred bytes per tensor, and burn-store parses it again for every tensor it reads.
 const MAX_SAFETENSORS_HEADER: u64 = 16 << 20;
 
+/// What is wrong with a safetensors file's header length.
+#[derive(Debug, thiserror::Error)]
+enum HeaderProblem {
+    #[error("{0} bytes, shorter than the 8-byte header length")]
+    Short(u64),
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("the header claims {header} bytes but the file has {rest} after the length")]
+    PastEnd { header: u64, rest: u64 },
+    #[error("the header claims {0} bytes, more than the {MAX_SAFETENSORS_HEADER} flint reads")]
+    TooLarge(u64),
+}
+
 /// Checks the 8-byte header length of a safetensors file against the file's size before the
 /// file is memory-mapped and parsed.
-fn check_safetensors_header(path: &Path, len: u64) -> Result<(), String> {
+fn check_safetensors_header(path: &Path, len: u64) -> Result<(), HeaderProblem> {
     use std::io::Read;
     if len < 8 {
-        return Err(format!(
-            "{len} bytes, shorter than the 8-byte header length"
-        ));
+        return Err(HeaderProblem::Short(len));
     }
     let mut prefix = [0u8; 8];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut prefix))
-        .map_err(|e| e.to_string())?;
+        .map_err(HeaderProblem::Read)?;
     let header = u64::from_le_bytes(prefix);
     if header > len - 8 {
-        return Err(format!(
-            "the header claims {header} bytes but the file has {} after the length",
-            len - 8
-        ));
+        return Err(HeaderProblem::PastEnd {
+            header,
+            rest: len - 8,
+        });
     }
     if header > MAX_SAFETENSORS_HEADER {
-        return Err(format!(
-            "the header claims {header} bytes, more than the {MAX_SAFETENSORS_HEADER} flint reads"
-        ));
+        return Err(HeaderProblem::TooLarge(header));
     }
     Ok(())
 }

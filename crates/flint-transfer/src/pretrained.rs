@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use burn::nn::Linear;
@@ -48,7 +48,22 @@ pub struct ModelEntry {
     /// What it is.
     pub description: &'static str,
     /// Where its weights were found, or why it is unavailable.
-    pub status: Result<String, String>,
+    pub status: Result<String, Unavailable>,
+}
+
+/// Why a pretrained network cannot be used in this build.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    /// Its ONNX model was not compiled in (the build script's reason: file not found, checksum).
+    #[error("{0}")]
+    NotCompiled(&'static str),
+    /// The file is not in flint-pretrained's catalogue.
+    #[error("{0} is not in the catalogue")]
+    NotInCatalogue(String),
+    /// Its weight file is missing, unreadable or not the catalogued one (shared, so entries can
+    /// be cloned).
+    #[error(transparent)]
+    Weights(Arc<TransferError>),
 }
 
 /// The ONNX networks, with their compiled-in status.
@@ -80,24 +95,24 @@ pub fn available() -> Vec<ModelEntry> {
         description: "EfficientNet-Lite0 as a flint network, PyTorch weights (trainable batch norm)",
         status: find_model_file(&["efficientnet-lite0.pth"])
             .map(|p| p.display().to_string())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| Unavailable::Weights(Arc::new(e))),
     });
     rows.push(ModelEntry {
         name: "mnist-cnn-bn",
         description: "burn's PyTorch-trained MNIST CNN with batch norm, 1x28x28, 32 features",
         status: find_model_file(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"])
             .map(|p| p.display().to_string())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| Unavailable::Weights(Arc::new(e))),
     });
     rows
 }
 
-fn compiled_status(file: &str) -> Result<String, String> {
+fn compiled_status(file: &str) -> Result<String, Unavailable> {
     flint_pretrained::BUILD_STATUS
         .iter()
         .find(|(f, _)| *f == file)
-        .map(|(_, s)| s.map(str::to_string).map_err(str::to_string))
-        .unwrap_or_else(|| Err(format!("{file} is not in the catalogue")))
+        .map(|(_, s)| s.map(str::to_string).map_err(Unavailable::NotCompiled))
+        .unwrap_or_else(|| Err(Unavailable::NotInCatalogue(file.to_string())))
 }
 
 /// The folders searched at run time: `$FLINT_MODELS`, `./models`, `~/.cache/flint/models`.
@@ -258,7 +273,9 @@ pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, Transf
     allow(dead_code)
 )]
 fn unavailable(name: &str, file: &str) -> TransferError {
-    let why = compiled_status(file).err().unwrap_or_default();
+    let why = compiled_status(file)
+        .err()
+        .map_or_else(String::new, |e| e.to_string());
     TransferError::Unavailable(format!(
         "pretrained model `{name}` is not compiled into this build: {why}"
     ))
@@ -437,17 +454,9 @@ fn from_run(dir: &Path, device: &Device) -> Result<Pretrained, TransferError> {
 }
 
 /// The kinds of catalogue files, for `flint models`.
-pub fn catalog_rows() -> Vec<(&'static str, FileKind, Result<String, String>)> {
+pub fn catalog_rows() -> Vec<(&'static str, FileKind, Result<PathBuf, TransferError>)> {
     catalog::CATALOG
         .iter()
-        .map(|f| {
-            (
-                f.file,
-                f.kind,
-                find_model_file(&[f.file])
-                    .map(|p| p.display().to_string())
-                    .map_err(|e| e.to_string()),
-            )
-        })
+        .map(|f| (f.file, f.kind, find_model_file(&[f.file])))
         .collect()
 }

@@ -60,19 +60,21 @@ struct Setup {
     labels: Vec<String>,
 }
 
-fn setup() -> Result<Setup, String> {
+/// A file the test needs is not there: the test is skipped (or fails when data is required).
+#[derive(Debug, thiserror::Error)]
+#[error("{} not found; set FLINT_MODELS and FLINT_DATA to the folders holding it", .0.display())]
+struct Missing(PathBuf);
+
+fn setup() -> Result<Setup, Missing> {
     let pth = models_dir().join("efficientnet-lite0.pth");
     if !pth.is_file() {
-        return Err(format!(
-            "{} not found; set FLINT_MODELS to the folder holding it",
-            pth.display()
-        ));
+        return Err(Missing(pth));
     }
     let labels_path = models_dir().join("imagenet_labels.txt");
     let samples = data_dir().join("samples");
     let paths: Vec<PathBuf> = SAMPLES.iter().map(|s| samples.join(s)).collect();
     if let Some(missing) = paths.iter().chain([&labels_path]).find(|p| !p.is_file()) {
-        return Err(format!("{} not found", missing.display()));
+        return Err(Missing(missing.clone()));
     }
 
     // A plain (non-autodiff) device: batch norm uses its running statistics, dropout is off.
@@ -99,7 +101,7 @@ fn setup() -> Result<Setup, String> {
 fn efficientnet_lite0_from_pth_classifies_samples() {
     let setup = match setup() {
         Ok(s) => s,
-        Err(reason) => return skip(&reason),
+        Err(missing) => return skip(&missing.to_string()),
     };
     let logits = setup.model.forward(setup.images.clone());
     assert_eq!(logits.dims(), [SAMPLES.len(), 1000]);
@@ -139,7 +141,7 @@ fn compare_with_onnx() {
 
     let setup = match setup() {
         Ok(s) => s,
-        Err(reason) => return skip(&reason),
+        Err(missing) => return skip(&missing.to_string()),
     };
     const TOLERANCE: f32 = 1e-4;
     let max_abs_diff = |a: Tensor<2>, b: Tensor<2>| -> f32 {
