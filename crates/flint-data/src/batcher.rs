@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder, batcher::Batcher};
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
-use rand::Rng;
+use rand::RngExt;
 
 use crate::error::{DataError, Result};
 use crate::image_folder::{SampleRng, TensorItem};

@@ -524,7 +524,7 @@ impl ImageTransform {
                 flip,
             } => {
                 let mut chw = to_chw(&random_resized_crop(img, size, scale, ratio, rng));
-                if flip && rand::Rng::random_bool(rng, 0.5) {
+                if flip && rand::RngExt::random_bool(rng, 0.5) {
                     flip_horizontal(&mut chw, [3, size as usize, size as usize]);
                 }
                 chw

@@ -4,7 +4,7 @@
 
 use image::RgbImage;
 use image::imageops::FilterType;
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 use crate::error::{DataError, Result};
 use crate::image_file::MAX_ASPECT_RATIO;
