@@ -2,6 +2,7 @@
 
 mod bench;
 mod models;
+mod onnx_parity;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs every NAME.onnx in a folder against NAME.reference.safetensors (eval output,
+    /// gradients, train-mode output, running statistics); fails above 1e-4 relative error.
+    OnnxParity {
+        /// The folder, e.g. ../shared/models/onnx-fixtures.
+        dir: PathBuf,
+    },
     /// Find, check and fetch the data sets.
     Data {
         #[command(subcommand)]
@@ -175,6 +182,7 @@ fn main() -> ExitCode {
             DataCommand::Fetch { datasets, into } => data_fetch(&datasets, into),
         },
         Command::Train { args } => train(&args),
+        Command::OnnxParity { dir } => onnx_parity::run(&root(), &dir),
         Command::Models { command } => match command {
             ModelsCommand::Fetch { files, into } => models::fetch(into, &files),
             ModelsCommand::Check { dir } => models::check(dir),
