@@ -8,22 +8,21 @@
 //! penalties, global-norm clipping, max-norm, the stop on a diverged loss naming epoch and
 //! batch, per-epoch evaluation, early stopping, atomic checkpoints, exact resume and progress.
 
+mod batches;
+mod model;
+
+pub use batches::{Batches, DatasetBatches};
+pub use model::{Classify, Forward, TrainStep};
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use burn::data::dataset::Dataset;
-use burn::module::{Module, ParamGroup};
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::module::ParamGroup;
 use burn::optim::GradientsParams;
-use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::prelude::*;
-use flint_data::ClassificationBatch;
 use flint_io::seed::derive_seed;
-use flint_layers::{MaxNormLayers, UnitWeights};
 
 use crate::checkpoint::{self, RunState};
 use crate::config::{EarlyStoppingConfig, OptimizerConfig, ScheduleConfig};
@@ -32,181 +31,6 @@ use crate::metrics::{EpochMetrics, EpochTally, EvalAccumulator, EvalReport, metr
 use crate::optim::{build_optimizer, clip_grad_norm};
 use crate::progress::{Progress, ProgressMode};
 use crate::step::{RegularizationConfig, loss_diverged, uniform_loss};
-
-/// What a model computed on one batch.
-#[derive(Debug, Clone)]
-pub struct Forward {
-    /// The batch's mean data loss (the engine adds the weight penalties itself).
-    pub loss: Tensor<1>,
-    /// Class logits, `[batch, classes]`.
-    pub logits: Tensor<2>,
-    /// Class indices, `[batch]`.
-    pub targets: Tensor<1, Int>,
-}
-
-impl Forward {
-    /// Mean cross-entropy of `logits` against `targets`, the loss of every flint classifier.
-    pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Self {
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), targets.clone());
-        Self {
-            loss,
-            logits,
-            targets,
-        }
-    }
-}
-
-/// A model the engine can train on batches of type `B`: the loss and logits of a batch. The
-/// same call evaluates it (on `model.valid()`).
-pub trait TrainStep<B>: Module {
-    /// The loss, logits and targets of `batch`.
-    fn forward_batch(&self, batch: B) -> Forward;
-
-    /// The layers a max-norm constraint projects ([`MaxNormLayers`]); `None`, the default,
-    /// makes a run that asks for max-norm an error rather than a silent no-op.
-    fn max_norm_layers(&mut self) -> Option<&mut dyn MaxNormLayers> {
-        None
-    }
-}
-
-/// The adapter for image classifiers: a model that maps `[batch, channels, height, width]`
-/// images to logits trains on flint-data's [`ClassificationBatch`] with cross-entropy.
-pub trait Classify: Module {
-    /// Class logits, `[batch, classes]`.
-    fn logits(&self, images: Tensor<4>) -> Tensor<2>;
-
-    /// As [`TrainStep::max_norm_layers`].
-    fn max_norm_layers(&mut self) -> Option<&mut dyn MaxNormLayers> {
-        None
-    }
-}
-
-impl<M: Classify> TrainStep<ClassificationBatch> for M {
-    fn forward_batch(&self, batch: ClassificationBatch) -> Forward {
-        Forward::cross_entropy(self.logits(batch.images), batch.targets)
-    }
-
-    fn max_norm_layers(&mut self) -> Option<&mut dyn MaxNormLayers> {
-        Classify::max_norm_layers(self)
-    }
-}
-
-impl Classify for flint_models::Classifier {
-    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward(images)
-    }
-
-    fn max_norm_layers(&mut self) -> Option<&mut dyn MaxNormLayers> {
-        Some(self)
-    }
-}
-
-/// A model's max-norm layers as a value [`MaxNorm::apply`] takes.
-struct Layers<'a>(&'a mut dyn MaxNormLayers);
-
-impl MaxNormLayers for Layers<'_> {
-    fn for_each_unit_weights(&mut self, f: &mut dyn FnMut(UnitWeights<'_>)) {
-        self.0.for_each_unit_weights(f)
-    }
-}
-
-/// A labelled data set the engine draws batches of type `B` from.
-pub trait Batches<B>: Send + Sync {
-    /// Samples in one pass.
-    fn len(&self) -> usize;
-    /// Whether there are no samples.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Class names, by label.
-    fn class_names(&self) -> Vec<String>;
-    /// One pass in batches of `batch_size` on `device`. `seed` is the epoch's: the order and any
-    /// random augmentation derive from it alone, so a resumed run sees the same batches; `None`
-    /// (evaluation) keeps the order and augments nothing.
-    fn epoch(
-        &self,
-        batch_size: usize,
-        seed: Option<u64>,
-        device: &Device,
-    ) -> Result<Arc<dyn DataLoader<B>>, TrainError>;
-}
-
-/// Any burn `Dataset` with a `Batcher`, shuffled from each epoch's seed.
-pub struct DatasetBatches<I, B> {
-    dataset: Arc<dyn Dataset<I>>,
-    batcher: Arc<dyn Batcher<I, B>>,
-    class_names: Vec<String>,
-    workers: usize,
-}
-
-impl<I, B> DatasetBatches<I, B> {
-    /// `dataset` batched by `batcher`, with these class names (by label).
-    pub fn new(
-        dataset: impl Dataset<I> + 'static,
-        batcher: impl Batcher<I, B> + 'static,
-        class_names: Vec<String>,
-    ) -> Self {
-        Self {
-            dataset: Arc::new(dataset),
-            batcher: Arc::new(batcher),
-            class_names,
-            workers: 0,
-        }
-    }
-
-    /// Background loading threads (0, the default, loads on the training thread; with 0 or 1
-    /// the batch order is fully determined by the seed).
-    pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers;
-        self
-    }
-}
-
-/// A shared batcher as a batcher (burn's builder takes one by value).
-struct SharedBatcher<I, B>(Arc<dyn Batcher<I, B>>);
-
-impl<I, B> Batcher<I, B> for SharedBatcher<I, B> {
-    fn batch(&self, items: Vec<I>, device: &Device) -> B {
-        self.0.batch(items, device)
-    }
-}
-
-impl<I, B> Batches<B> for DatasetBatches<I, B>
-where
-    I: Send + Sync + Clone + std::fmt::Debug + 'static,
-    B: Send + Clone + std::fmt::Debug + 'static,
-{
-    fn len(&self) -> usize {
-        self.dataset.len()
-    }
-
-    fn class_names(&self) -> Vec<String> {
-        self.class_names.clone()
-    }
-
-    fn epoch(
-        &self,
-        batch_size: usize,
-        seed: Option<u64>,
-        device: &Device,
-    ) -> Result<Arc<dyn DataLoader<B>>, TrainError> {
-        if self.dataset.is_empty() {
-            return Err(TrainError::Config("the data set is empty".into()));
-        }
-        let mut builder = DataLoaderBuilder::new(SharedBatcher(self.batcher.clone()))
-            .batch_size(batch_size.clamp(1, self.dataset.len()))
-            .set_device(device.clone());
-        if let Some(seed) = seed {
-            builder = builder.shuffle(seed);
-        }
-        if self.workers > 0 {
-            builder = builder.num_workers(self.workers);
-        }
-        Ok(builder.build(self.dataset.clone()))
-    }
-}
 
 /// How a run trains: everything of a run's configuration the loop itself reads.
 #[derive(Config, Debug)]
@@ -553,16 +377,12 @@ where
                 model = if self.lr_groups.is_empty() {
                     optimizer.step(lr, model, grads)
                 } else {
-                    let mut rates = ModuleLrScheduler::new(lr);
-                    for (group, factor) in &self.lr_groups {
-                        rates = rates.with_group(group.clone(), lr * factor);
-                    }
-                    optimizer.step(rates.step(), model, grads)
+                    optimizer.step(group_rates(lr, &self.lr_groups), model, grads)
                 };
                 if let Some(c) = &constraint
                     && let Some(layers) = TrainStep::max_norm_layers(&mut model)
                 {
-                    c.apply(Layers(layers));
+                    c.apply(model::Layers(layers));
                 }
                 tally.add(loss_value, out.logits, out.targets);
                 progress.batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
@@ -661,6 +481,16 @@ where
             train_secs: start.elapsed().as_secs_f64() - hook_secs,
         })
     }
+}
+
+/// Per-parameter learning rates: `lr` for everything, `lr * factor` for the parameters of each
+/// group (later groups win where they overlap), as `optimizer.step` takes them.
+pub fn group_rates(lr: f64, groups: &[(ParamGroup, f64)]) -> ModuleLearningRate {
+    let mut rates = ModuleLrScheduler::new(lr);
+    for (group, factor) in groups {
+        rates = rates.with_group(group.clone(), lr * factor);
+    }
+    rates.step()
 }
 
 /// Evaluates an inference-mode model on `data`, in order, in batches of `batch_size`.
