@@ -1,19 +1,21 @@
 //! The library behind the `flint` command: argument types, backend selection and the
 //! command implementations. `main.rs` only parses and dispatches.
 
+pub mod args;
 pub mod devices;
 pub mod experiment;
+pub mod train;
 pub mod transfer;
+
+pub use args::{OptimArgs, OptimizerArg, OutputArgs, ScheduleArg};
+pub use train::{TrainArgs, run_train};
 
 use std::path::PathBuf;
 
 use burn::prelude::*;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flint_models::ModelConfig;
-use flint_train::{
-    EarlyStoppingConfig, OptimizerKind, ProgressMode, RegularizationConfig, RunOptions,
-    ScheduleKind, TrainConfig, TrainError,
-};
+use flint_train::TrainConfig;
 
 /// flint: train, evaluate and use image classifiers on burn.
 #[derive(Parser, Debug)]
@@ -157,277 +159,6 @@ impl ComputeArgs {
     }
 }
 
-/// Optimisers on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum OptimizerArg {
-    Sgd,
-    Adam,
-    Adamw,
-}
-
-/// Schedules on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ScheduleArg {
-    Constant,
-    Cosine,
-    Step,
-}
-
-impl From<OptimizerArg> for OptimizerKind {
-    fn from(arg: OptimizerArg) -> Self {
-        match arg {
-            OptimizerArg::Sgd => OptimizerKind::Sgd,
-            OptimizerArg::Adam => OptimizerKind::Adam,
-            OptimizerArg::Adamw => OptimizerKind::AdamW,
-        }
-    }
-}
-
-impl From<ScheduleArg> for ScheduleKind {
-    fn from(arg: ScheduleArg) -> Self {
-        match arg {
-            ScheduleArg::Constant => ScheduleKind::Constant,
-            ScheduleArg::Cosine => ScheduleKind::Cosine,
-            ScheduleArg::Step => ScheduleKind::Step,
-        }
-    }
-}
-
-/// `flint train`.
-#[derive(Args, Debug)]
-#[command(allow_negative_numbers = true)]
-pub struct TrainArgs {
-    /// Reference model: mlp or cnn (see reference.md).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Data set: fashion-mnist, mnist or cifar-10.
-    #[arg(long)]
-    pub dataset: Option<String>,
-    /// Epochs.
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Batch size.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Optimiser.
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerArg>,
-    /// Peak learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// SGD momentum.
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Nesterov momentum (SGD).
-    #[arg(long)]
-    pub nesterov: bool,
-    /// Weight decay.
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleArg>,
-    /// Linear warm-up, in epochs.
-    #[arg(long)]
-    pub warmup: Option<f64>,
-    /// Step schedule: epochs between decays.
-    #[arg(long)]
-    pub step_size: Option<usize>,
-    /// Step schedule: decay factor.
-    #[arg(long)]
-    pub gamma: Option<f64>,
-    /// Clip the global gradient norm.
-    #[arg(long)]
-    pub clip_grad_norm: Option<f64>,
-    /// L1 penalty on the weights (added to the loss: l1 * sum |w|).
-    #[arg(long)]
-    pub l1: Option<f64>,
-    /// L2 penalty on the weights (added to the loss: l2 * sum w^2; Keras' l2(..)).
-    #[arg(long)]
-    pub l2: Option<f64>,
-    /// Max-norm constraint on each unit's incoming weight vector (Srivastava et al. 2014).
-    #[arg(long)]
-    pub max_norm: Option<f64>,
-    /// Dropout rate (MLP: after every hidden layer; CNN: before the classifier).
-    #[arg(long)]
-    pub dropout: Option<f64>,
-    /// Seed of everything random.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Hold out this fraction of the training set for validation.
-    #[arg(long)]
-    pub val_fraction: Option<f64>,
-    /// Train on a stratified subset of this many images.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Test on a stratified subset of this many images.
-    #[arg(long)]
-    pub test_limit: Option<usize>,
-    /// Random-crop augmentation with this much padding.
-    #[arg(long)]
-    pub augment_pad: Option<usize>,
-    /// Random horizontal flips.
-    #[arg(long)]
-    pub augment_flip: bool,
-    /// Background data-loading threads.
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Stop after this many epochs without validation improvement.
-    #[arg(long)]
-    pub early_stopping: Option<usize>,
-    /// A TrainConfig JSON file (e.g. a run's config.json); flags override its values.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Run directory (default: runs/<dataset>-<model>-<timestamp>/).
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint, with the configuration it
-    /// was started with (flags that would change it are refused).
-    #[arg(long, conflicts_with_all = [
-        "config", "output", "model", "dataset", "epochs", "batch_size", "optimizer", "lr",
-        "momentum", "nesterov", "weight_decay", "schedule", "warmup", "step_size", "gamma",
-        "clip_grad_norm", "l1", "l2", "max_norm", "dropout", "seed", "val_fraction", "limit",
-        "test_limit", "augment_pad", "augment_flip", "workers", "early_stopping",
-    ])]
-    pub resume: Option<PathBuf>,
-    /// Stop after this epoch, leaving a run that --resume continues (preemptible machines).
-    #[arg(long)]
-    pub stop_after: Option<usize>,
-    /// Print only the final line.
-    #[arg(long, conflicts_with = "json")]
-    pub quiet: bool,
-    /// Print one JSON object per epoch and one for the test result.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub compute: ComputeArgs,
-}
-
-impl TrainArgs {
-    /// The run's configuration: the config file (or the reference model), then the flags.
-    pub fn to_config(&self) -> Result<TrainConfig, String> {
-        let mut config = match &self.config {
-            Some(path) => TrainConfig::load_checked(path).map_err(|e| e.to_string())?,
-            None => TrainConfig::new(
-                ModelConfig::reference(self.model.as_deref().unwrap_or("cnn"))
-                    .map_err(|e| e.to_string())?,
-            ),
-        };
-        if self.config.is_some()
-            && let Some(model) = &self.model
-        {
-            config.model = ModelConfig::reference(model).map_err(|e| e.to_string())?;
-        }
-        if let Some(d) = &self.dataset {
-            config.dataset = d.clone();
-        }
-        if let Some(v) = self.epochs {
-            config.epochs = v;
-        }
-        if let Some(v) = self.batch_size {
-            config.batch_size = v;
-        }
-        let o = &mut config.optimizer;
-        if let Some(v) = self.optimizer {
-            o.kind = v.into();
-        }
-        if let Some(v) = self.lr {
-            o.lr = v;
-        }
-        if let Some(v) = self.momentum {
-            o.momentum = v;
-        }
-        if self.nesterov {
-            o.nesterov = true;
-        }
-        if let Some(v) = self.weight_decay {
-            o.weight_decay = v;
-        }
-        if self.clip_grad_norm.is_some() {
-            o.clip_grad_norm = self.clip_grad_norm;
-        }
-        let s = &mut config.schedule;
-        if let Some(v) = self.schedule {
-            s.kind = v.into();
-        }
-        if let Some(v) = self.warmup {
-            s.warmup_epochs = v;
-        }
-        if let Some(v) = self.step_size {
-            s.step_size = v;
-        }
-        if let Some(v) = self.gamma {
-            s.gamma = v;
-        }
-        if let Some(p) = self.dropout {
-            config.model = config.model.with_dropout_rate(p);
-        }
-        if let Some(v) = self.seed {
-            config.seed = v;
-        }
-        if let Some(v) = self.val_fraction {
-            config.val_fraction = v;
-        }
-        if self.limit.is_some() {
-            config.train_limit = self.limit;
-        }
-        if self.test_limit.is_some() {
-            config.test_limit = self.test_limit;
-        }
-        if let Some(v) = self.augment_pad {
-            config.augment_pad = v;
-        }
-        if self.augment_flip {
-            config.augment_flip = true;
-        }
-        if let Some(v) = self.workers {
-            config.workers = v;
-        }
-        if let Some(p) = self.early_stopping {
-            config.early_stopping = Some(EarlyStoppingConfig::new(p));
-        }
-        if self.l1.is_some() || self.l2.is_some() || self.max_norm.is_some() {
-            let r = config
-                .regularization
-                .get_or_insert_with(RegularizationConfig::new);
-            if let Some(v) = self.l1 {
-                r.l1 = v;
-            }
-            if let Some(v) = self.l2 {
-                r.l2 = v;
-            }
-            if self.max_norm.is_some() {
-                r.max_norm = self.max_norm;
-            }
-        }
-        // Data sets with other image shapes adapt the reference models' input.
-        if config.dataset.eq_ignore_ascii_case("cifar-10")
-            || config.dataset.eq_ignore_ascii_case("cifar10")
-        {
-            match &mut config.model {
-                ModelConfig::Mlp(m) if m.input_size == 784 => m.input_size = 3 * 32 * 32,
-                ModelConfig::Cnn(m) if m.in_channels == 1 && m.image_size == 28 => {
-                    m.in_channels = 3;
-                    m.image_size = 32;
-                }
-                _ => {}
-            }
-        }
-        config.validate().map_err(|e| e.to_string())?;
-        Ok(config)
-    }
-
-    fn progress(&self) -> ProgressMode {
-        if self.json {
-            ProgressMode::Json
-        } else if self.quiet {
-            ProgressMode::Quiet
-        } else {
-            ProgressMode::Bar
-        }
-    }
-}
-
 /// `flint eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -463,26 +194,6 @@ pub struct InfoArgs {
     /// Summarise the model of this TrainConfig JSON instead.
     #[arg(long)]
     pub config: Option<PathBuf>,
-}
-
-/// Runs `flint train`.
-pub fn run_train(args: &TrainArgs) -> Result<(), String> {
-    let device = args.compute.setup()?;
-    let options = RunOptions {
-        output: args.output.clone(),
-        device,
-        progress: args.progress(),
-        locator: args.compute.locator(),
-        stop_after: args.stop_after,
-    };
-    let result = match &args.resume {
-        Some(dir) => flint_train::resume(dir, &options),
-        None => {
-            let config = args.to_config()?;
-            flint_train::train(&config, &options)
-        }
-    };
-    result.map(|_| ()).map_err(|e: TrainError| e.to_string())
 }
 
 /// Runs `flint eval`.

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use flint_train::ProgressMode;
 use flint_transfer::{FinetuneConfig, FinetuneOptions, Strategy};
 
-use crate::{ComputeArgs, OptimizerArg, ScheduleArg};
+use crate::{ComputeArgs, OptimArgs, OutputArgs};
 
 /// `flint finetune`.
 #[derive(Args, Debug)]
@@ -29,27 +28,10 @@ pub struct FinetuneArgs {
     /// Batch size.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Optimiser (default SGD with momentum 0.9, as PyTorch's tutorial).
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerArg>,
-    /// The head's learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// SGD momentum.
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Weight decay.
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Clip the global gradient norm before each step.
-    #[arg(long)]
-    pub clip_grad_norm: Option<f64>,
-    /// Learning-rate schedule (default: step every 7 epochs by 0.1).
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleArg>,
-    /// Step schedule: epochs between decays.
-    #[arg(long)]
-    pub step_size: Option<usize>,
+    /// Optimiser and schedule (default: SGD at 0.001 with momentum 0.9, the rate times 0.1
+    /// every 7 epochs, as PyTorch's tutorial).
+    #[command(flatten)]
+    pub optim: OptimArgs,
     /// The backbone's learning rate as a fraction of the head's.
     #[arg(long)]
     pub backbone_lr_factor: Option<f64>,
@@ -81,27 +63,17 @@ pub struct FinetuneArgs {
     /// Feature cache folder (default: $FLINT_CACHE/features or ~/.cache/flint/features).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Run directory (default: runs/finetune-<strategy>-<time>/).
-    #[arg(long)]
-    pub output: Option<PathBuf>,
     /// Continue the fine-tuning run in this directory from its last checkpoint, with the
     /// configuration it was started with (flags that would change it are refused).
     #[arg(long, conflicts_with_all = [
         "pretrained", "data", "strategy", "epochs", "batch_size", "optimizer", "lr", "momentum",
-        "weight_decay", "clip_grad_norm", "schedule", "step_size", "backbone_lr_factor", "head_dropout",
+        "nesterov", "weight_decay", "clip_grad_norm", "schedule", "warmup", "step_size", "gamma", "backbone_lr_factor", "head_dropout",
         "unfreeze_every", "groups", "freeze", "val_fraction", "no_augment", "seed", "workers",
         "output",
     ])]
     pub resume: Option<PathBuf>,
-    /// Stop after this epoch, leaving a run that --resume continues (preemptible machines).
-    #[arg(long)]
-    pub stop_after: Option<usize>,
-    /// Print only the final line.
-    #[arg(long, conflicts_with = "json")]
-    pub quiet: bool,
-    /// JSON lines.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
 }
@@ -125,27 +97,7 @@ impl FinetuneArgs {
         if let Some(v) = self.batch_size {
             c.batch_size = v;
         }
-        if let Some(v) = self.optimizer {
-            c.optimizer.kind = v.into();
-        }
-        if let Some(v) = self.lr {
-            c.optimizer.lr = v;
-        }
-        if let Some(v) = self.momentum {
-            c.optimizer.momentum = v;
-        }
-        if let Some(v) = self.weight_decay {
-            c.optimizer.weight_decay = v;
-        }
-        if self.clip_grad_norm.is_some() {
-            c.optimizer.clip_grad_norm = self.clip_grad_norm;
-        }
-        if let Some(v) = self.schedule {
-            c.schedule.kind = v.into();
-        }
-        if let Some(v) = self.step_size {
-            c.schedule.step_size = v;
-        }
+        self.optim.apply(&mut c.optimizer, &mut c.schedule);
         if let Some(v) = self.backbone_lr_factor {
             c.backbone_lr_factor = v;
         }
@@ -180,17 +132,11 @@ impl FinetuneArgs {
 pub fn run_finetune(args: &FinetuneArgs) -> Result<(), String> {
     let device = args.compute.setup()?;
     let options = FinetuneOptions {
-        output: args.output.clone(),
+        output: args.out.output.clone(),
         device,
-        progress: if args.json {
-            ProgressMode::Json
-        } else if args.quiet {
-            ProgressMode::Quiet
-        } else {
-            ProgressMode::Bar
-        },
+        progress: args.out.progress(),
         cache_dir: args.cache_dir.clone(),
-        stop_after: args.stop_after,
+        stop_after: args.out.stop_after,
     };
     let outcome = match &args.resume {
         Some(dir) => flint_transfer::finetune::resume(dir, &options),

@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::module::{Module, ParamGroup};
-use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::prelude::*;
 use flint_data::LoaderOptions;
 use flint_train::checkpoint;
@@ -650,14 +649,6 @@ impl<'a> RunContext<'a> {
         }
         Ok(())
     }
-}
-
-/// Per-parameter learning rates: `lr` for everything, `lr * backbone_factor` for the parameters
-/// of `backbone` (what `optimizer.step` takes).
-pub fn group_rates(lr: f64, backbone_factor: f64, backbone: &ParamGroup) -> ModuleLearningRate {
-    ModuleLrScheduler::new(lr)
-        .with_group(backbone.clone(), lr * backbone_factor)
-        .step()
 }
 
 /// Splits the backbone's parameters, in declaration order (input to output), into `groups`

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use flint_data::{LabelledSet, Locator, Split};
 use flint_layers::visit::{ParamPath, ParamVisitor, visit_params};
 use flint_models::{MnistCnnBn, MnistCnnBnConfig};
-use flint_transfer::finetune::group_rates;
+use flint_train::engine::group_rates;
 use flint_transfer::{
     Backbone, Head, LoadOptions, TransferError, TransferModel, freeze, load_weights,
 };
@@ -172,7 +172,11 @@ fn per_group_learning_rates_apply() {
     let g_fc1: Tensor<2> = grads.get(fc1_w.id).unwrap();
     let (lr, factor) = (0.5, 0.1);
     let mut optim = SgdConfig::new().init();
-    let m2 = optim.step(group_rates(lr, factor, &backbone), m.clone(), grads);
+    let m2 = optim.step(
+        group_rates(lr, &[(backbone.clone(), factor)]),
+        m.clone(),
+        grads,
+    );
     let moved = |a: &Tensor<2>, b: &Tensor<2>| a.clone().inner().sub(b.clone().inner());
     let d_head = moved(&head_w.val(), &m2.head.linear.weight.val());
     let d_fc1 = moved(&fc1_w.val(), &cnn(&m2).fc1.weight.val());
