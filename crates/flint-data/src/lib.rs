@@ -27,6 +27,7 @@ pub mod catalog;
 pub mod cifar;
 pub mod download;
 pub mod error;
+pub mod gzip;
 pub mod idx;
 pub mod image_file;
 pub mod image_folder;

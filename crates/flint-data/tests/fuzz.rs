@@ -17,7 +17,8 @@ use std::io::{Cursor, Write};
 use std::path::Path;
 
 use flint_data::cifar::{RECORD_LEN, parse_cifar_batch};
-use flint_data::idx::{encode_idx, parse_idx, read_idx, read_maybe_gzip};
+use flint_data::gzip::read_maybe_gzip;
+use flint_data::idx::{encode_idx, parse_idx, read_idx};
 use flint_data::image_folder::load_rgb_checked;
 use flint_data::{ImageFolder, ImageTransform, Normalize};
 use image::{ImageFormat, RgbImage};

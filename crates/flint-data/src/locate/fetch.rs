@@ -8,7 +8,7 @@ use flint_io::fs::{sha256_file, temp_sibling};
 use super::{DataFile, DatasetSpec, Located, Origin, Source, files_in};
 use crate::download::{check_sha256, fetch_to_file_limited, fetch_to_temp};
 use crate::error::{DataError, Result};
-use crate::idx::sha256_maybe_gzip;
+use crate::gzip::sha256_maybe_gzip;
 
 /// Downloads a data set into `dir` and returns where its files are.
 pub fn download(spec: &DatasetSpec, dir: &Path) -> Result<Located> {

@@ -17,7 +17,7 @@ mod fetch;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result, Tried};
-use crate::idx::sha256_maybe_gzip;
+use crate::gzip::sha256_maybe_gzip;
 
 pub use fetch::{download, extract_tar_gz, verify_file};
 
