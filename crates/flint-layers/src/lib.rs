@@ -21,6 +21,43 @@
 //! | [`recalibrate_bn`] | Izmailov et al. 2018 | `torch.optim.swa_utils.update_bn` |
 //! | [`MaxNorm`] | Srivastava et al. 2014 §5.1 | — / `constraints.MaxNorm` |
 //! | [`WeightPenalty`] | — | `weight_decay` / `regularizers.L1L2` |
+//!
+//! The layers go into a model of your own like burn's: build each from its config, call
+//! `forward`. On an autodiff device they train; `valid()` gives the inference model.
+//!
+//! ```
+//! use burn::module::Module;
+//! use burn::tensor::{Device, Distribution, Tensor};
+//! use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
+//!
+//! #[derive(Module, Debug)]
+//! struct Block {
+//!     norm: BatchNorm,
+//!     dropout: Dropout,
+//! }
+//!
+//! let device = Device::flex().autodiff();
+//! let block = Block {
+//!     norm: BatchNormConfig::new(4).with_momentum(Some(0.1)).init(&device),
+//!     dropout: DropoutConfig::new(0.5).init(),
+//! };
+//! let x = Tensor::<2>::random([64, 4], Distribution::Normal(3.0, 2.0), &device);
+//!
+//! // Training: batch statistics (mean 0 per feature), then inverted dropout (about half of
+//! // the values zeroed, the rest doubled).
+//! let y = block.dropout.forward(block.norm.forward(x.clone()));
+//! let zeros: f32 = y.clone().equal_elem(0.0).float().mean().into_scalar();
+//! assert!((0.3..0.7).contains(&zeros), "{zeros}");
+//!
+//! // Inference: dropout is the identity and batch norm uses its running statistics, which
+//! // moved 10 % of the way towards the batch's mean (about 3) in that one training pass.
+//! let eval = block.valid();
+//! let x = x.inner();
+//! let same = eval.dropout.forward(x.clone());
+//! assert_eq!(same.into_data(), x.into_data());
+//! let mean = eval.norm.running_mean.unwrap().value_sync().into_data().iter::<f32>().sum::<f32>() / 4.0;
+//! assert!((0.2..0.4).contains(&mean), "{mean}");
+//! ```
 
 mod alpha_dropout;
 mod batch_norm;
@@ -42,9 +79,9 @@ mod penalty;
 mod random;
 mod recalibrate;
 mod spatial_dropout;
-pub mod visit;
 #[cfg(test)]
 mod test_util;
+pub mod visit;
 
 pub use alpha_dropout::{AlphaDropout, AlphaDropoutConfig, SELU_ALPHA_PRIME};
 pub use batch_norm::{BatchNorm, BatchNormConfig};

@@ -132,8 +132,6 @@ pub struct Summary {
     pub opset: i64,
     /// The node an automatic cut removes (the last `Gemm`/`MatMul`) and the feature size before it.
     pub auto_cut: Option<(String, Option<usize>)>,
-    /// Initializers kept as constants (not trainable), with their shapes.
-    pub constants: Vec<(String, Vec<usize>)>,
 }
 
 /// Where [`OnnxModel::cut`] splits the graph.
