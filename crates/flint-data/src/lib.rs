@@ -29,6 +29,7 @@ pub mod download;
 pub mod error;
 pub mod gzip;
 pub mod idx;
+mod image_end;
 pub mod image_file;
 pub mod image_folder;
 pub mod image_set;
