@@ -1,13 +1,45 @@
-//! Turns the list of ONNX models flint-pretrained compiled in into `flint_model_<name>` cfgs, so
-//! the tests can compare the run-time module with the build-time one when it exists.
+//! Sets `flint_model_<name>` when flint-pretrained's build compiles that ImageNet network in, so
+//! the tests compare the run-time module with the build-time one when it exists.
+//!
+//! flint-pretrained is only a dev-dependency here and cargo passes `links` metadata
+//! (`DEP_FLINT_PRETRAINED_MODELS`) to normal dependents only, so the same search is repeated:
+//! flint-pretrained's catalogue, folders and checksums (`catalog.rs`, shared by path as its own
+//! build script does).
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+#[path = "../flint-pretrained/src/catalog.rs"]
+#[allow(dead_code)]
+mod catalog;
 
 fn main() {
-    const KNOWN: &[&str] = &["mobilenetv2", "efficientnet_lite0"];
-    for m in KNOWN {
-        println!("cargo::rustc-check-cfg=cfg(flint_model_{m})");
-    }
-    let compiled = std::env::var("DEP_FLINT_PRETRAINED_MODELS").unwrap_or_default();
-    for m in compiled.split(',').filter(|m| KNOWN.contains(m)) {
-        println!("cargo:rustc-cfg=flint_model_{m}");
+    println!("cargo:rerun-if-env-changed=FLINT_MODELS");
+    println!("cargo:rerun-if-changed=../flint-pretrained/src/catalog.rs");
+    const MODELS: &[(&str, &str)] = &[
+        ("mobilenetv2.onnx", "mobilenetv2"),
+        ("efficientnet-lite0.onnx", "efficientnet_lite0"),
+    ];
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest.join("../..").canonicalize().unwrap_or(manifest);
+    let dirs = catalog::model_dirs(
+        std::env::var_os("FLINT_MODELS").as_deref(),
+        &workspace,
+        dirs::cache_dir(),
+    );
+    for (file, module) in MODELS {
+        println!("cargo::rustc-check-cfg=cfg(flint_model_{module})");
+        let Some(entry) = catalog::catalog_file(file) else {
+            continue;
+        };
+        // The first folder holding the file decides. flint-pretrained looks further past a file
+        // with another checksum: that case skips the tests here, never compiles a missing module.
+        let found = dirs
+            .iter()
+            .find_map(|(dir, _)| std::fs::read(dir.join(file)).ok());
+        if found.is_some_and(|bytes| format!("{:x}", Sha256::digest(&bytes)) == entry.sha256) {
+            println!("cargo:rustc-cfg=flint_model_{module}");
+        }
     }
 }

@@ -132,6 +132,8 @@ pub struct Summary {
     pub opset: i64,
     /// The node an automatic cut removes (the last `Gemm`/`MatMul`) and the feature size before it.
     pub auto_cut: Option<(String, Option<usize>)>,
+    /// Initializers kept as constants (not trainable), with their shapes.
+    pub constants: Vec<(String, Vec<usize>)>,
 }
 
 /// Where [`OnnxModel::cut`] splits the graph.
@@ -206,6 +208,18 @@ impl OnnxModel {
             .filter(|n| !init_names.contains(n))
             .collect();
         let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        // Half-precision and other types are held as f32 here: refuse inputs declared so.
+        for i in graph.input.iter().filter(|i| inputs.contains(&i.name)) {
+            if let Some(t) = i.type_.as_ref().filter(|t| t.has_tensor_type()) {
+                let elem = t.tensor_type().elem_type;
+                if !matches!(elem, 0..=7 | 9 | 11..=13) {
+                    return Err(OnnxError::UnsupportedTensor {
+                        name: i.name.clone(),
+                        detail: format!("graph input of element type {elem} is not supported"),
+                    });
+                }
+            }
+        }
 
         // How each initializer is used decides what it becomes.
         let mut data_use: HashSet<&str> = HashSet::new();

@@ -21,6 +21,16 @@ impl OnnxModel {
             operators,
             parameters: self.num_weights(),
             opset: self.graph.opset,
+            constants: {
+                let mut c: Vec<(String, Vec<usize>)> = self
+                    .graph
+                    .constants
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+                    .collect();
+                c.sort();
+                c
+            },
             auto_cut: self
                 .auto_cut()
                 .ok()

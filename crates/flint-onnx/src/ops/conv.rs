@@ -325,6 +325,11 @@ pub(crate) fn batch_norm(ctx: &Ctx) -> Result<FloatValue, OnnxError> {
 
 pub(crate) fn dropout(ctx: &Ctx) -> Result<FloatValue, OnnxError> {
     let x = ctx.float(0)?;
+    // ONNX's training_mode input would make the node draw masks by itself; in flint the
+    // training rule (autodiff device and the layer's flag) decides, so only `false` matches.
+    if ctx.has(2) && ctx.ints(2)?.data.iter().any(|&v| v != 0) {
+        return Err(ctx.unsupported("training_mode", "= true"));
+    }
     let layer = ctx.model.dropout(&ctx.node.name);
     Ok(FloatValue {
         tensor: layer.forward(x.tensor),

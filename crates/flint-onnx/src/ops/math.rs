@@ -98,7 +98,7 @@ pub(crate) enum Binary {
 
 pub(crate) fn binary(op: &str) -> Option<Binary> {
     Some(match op {
-        "Add" | "Sum" => Binary::Add,
+        "Add" => Binary::Add,
         "Sub" => Binary::Sub,
         "Mul" => Binary::Mul,
         "Div" => Binary::Div,

@@ -232,6 +232,12 @@ fn target_shape(
 }
 
 fn reshape(ctx: &Ctx, dims: &[usize]) -> Result<OnnxValue, OnnxError> {
+    if dims.contains(&0) {
+        return Err(ctx.unsupported(
+            "shape",
+            format!("{dims:?} (empty tensors are not supported)"),
+        ));
+    }
     Ok(match ctx.value(0)? {
         OnnxValue::Float(f) => OnnxValue::Float(
             f.reshaped(dims)
@@ -292,6 +298,12 @@ fn split_op(ctx: &Ctx, a: i64, split: Option<&[i64]>) -> Result<Vec<OnnxValue>, 
                 .collect()
         }
     };
+    if sizes.contains(&0) {
+        return Err(ctx.unsupported(
+            "split",
+            format!("{sizes:?} (empty outputs are not supported)"),
+        ));
+    }
     if sizes.iter().sum::<usize>() != size || sizes.len() != outputs {
         return Err(ctx.shape_error(format!(
             "split {sizes:?} of an axis of {size} into {outputs} outputs"
