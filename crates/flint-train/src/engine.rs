@@ -29,6 +29,7 @@ use crate::config::{EarlyStoppingConfig, OptimizerConfig, ScheduleConfig};
 use crate::error::TrainError;
 use crate::metrics::{EpochMetrics, EpochTally, EvalAccumulator, EvalReport, metrics_csv};
 use crate::optim::{build_optimizer, clip_grad_norm};
+use crate::parallel;
 use crate::progress::{Progress, ProgressMode};
 use crate::step::{RegularizationConfig, loss_diverged, uniform_loss};
 
@@ -162,9 +163,9 @@ where
         }
     }
 
-    /// The devices to train on (plain devices: the engine makes them autodiff). Today one
-    /// device; several is where data-parallel training (burn-train's
-    /// `ExecutionStrategy::MultiDevice`) will plug in, and is refused until then.
+    /// The devices to train on (plain devices: the engine makes them autodiff). The model
+    /// lives on the first; with several, training is data parallel (see the crate docs) and
+    /// the batch size is per device.
     pub fn devices(mut self, devices: Vec<Device>) -> Self {
         self.devices = devices;
         self
@@ -236,12 +237,8 @@ where
     /// the uninterrupted run would have; a run directory without any checkpoint starts again.
     pub fn fit(mut self, model: M, resume: bool) -> Result<Trained<M>, TrainError> {
         self.config.validate()?;
-        if self.devices.len() != 1 {
-            return Err(TrainError::Config(format!(
-                "training runs on one device; {} were given (data-parallel training is not \
-                 implemented yet)",
-                self.devices.len()
-            )));
+        if self.devices.is_empty() {
+            return Err(TrainError::Config("no device to train on".into()));
         }
         if self.train.is_empty() {
             return Err(TrainError::Config("the training set is empty".into()));
@@ -249,6 +246,10 @@ where
         let config = &self.config;
         let device = self.devices[0].clone();
         let train_device = device.clone().autodiff();
+        // Data-parallel over several devices: each takes a share of every epoch's batches;
+        // the first holds the model and takes the optimiser step (see `parallel`).
+        let train_devices: Vec<Device> =
+            self.devices.iter().map(|d| d.clone().autodiff()).collect();
         let mut progress = Progress::new(self.progress);
         let mut model = model;
         let mut optimizer = build_optimizer(&config.optimizer);
@@ -283,7 +284,9 @@ where
             }
         }
 
-        let steps_per_epoch = self.train.len().div_ceil(config.batch_size);
+        // With several devices a step takes one batch from each device's share.
+        let largest_share = parallel::shard_sizes(self.train.len(), train_devices.len())[0];
+        let steps_per_epoch = largest_share.div_ceil(config.batch_size);
         let (epochs, total_steps) = match self.max_steps {
             Some(steps) => (steps.div_ceil(steps_per_epoch), steps),
             None => (config.epochs, steps_per_epoch * config.epochs),
@@ -341,36 +344,65 @@ where
             progress.start_epoch(epoch, epochs, epoch_steps);
             let mut tally = EpochTally::start();
             let mut lr = config.optimizer.lr;
-            for (b, batch) in batches.iter().enumerate() {
-                let batch =
-                    batch.map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
+            let shards = parallel::shard_epoch(batches, &train_devices);
+            let mut iterators: Vec<_> = shards.iter().map(|(d, l)| (d.clone(), l.iter())).collect();
+            let mut b = 0;
+            while let Some(step_batches) = parallel::next_batches(&mut iterators) {
+                let step_batches = step_batches
+                    .map_err(|e| TrainError::Report(format!("loading a batch: {e}")))?;
                 lr = config.schedule.lr_at(
                     config.optimizer.lr,
                     (epoch - 1) * steps_per_epoch + b,
                     steps_per_epoch,
                     total_steps,
                 );
-                let out = model.forward_batch(batch);
-                // The one device sync of a step: a non-finite weight makes the data loss
-                // non-finite too, so the penalty needs no check of its own.
-                let loss_value: f32 = out.loss.clone().into_scalar();
-                if loss_diverged(loss_value, out.logits.dims()[1]) {
-                    return Err(TrainError::Diverged {
-                        epoch,
-                        batch: b + 1,
-                        loss: loss_value,
-                        uniform: uniform_loss(classes),
-                        checkpoint: dirs
-                            .as_ref()
-                            .map(|(_, last, _)| last.clone())
-                            .filter(|last| last.join("state.json").exists()),
-                    });
-                }
-                let loss = match &penalty {
-                    Some(p) => out.loss + p.penalty(&model, &train_device),
-                    None => out.loss,
+                b += 1;
+                let diverged = |loss: f32| TrainError::Diverged {
+                    epoch,
+                    batch: b,
+                    loss,
+                    uniform: uniform_loss(classes),
+                    checkpoint: dirs
+                        .as_ref()
+                        .map(|(_, last, _)| last.clone())
+                        .filter(|last| last.join("state.json").exists()),
                 };
-                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                let (mut grads, loss_value, outputs) = if step_batches.len() == 1 {
+                    let Some((_, batch)) = step_batches.into_iter().next() else {
+                        unreachable!("one batch");
+                    };
+                    let out = model.forward_batch(batch);
+                    // The one device sync of a step: a non-finite weight makes the data loss
+                    // non-finite too, so the penalty needs no check of its own.
+                    let loss_value: f32 = out.loss.clone().into_scalar();
+                    if loss_diverged(loss_value, out.logits.dims()[1]) {
+                        return Err(diverged(loss_value));
+                    }
+                    let loss = match &penalty {
+                        Some(p) => out.loss + p.penalty(&model, &train_device),
+                        None => out.loss,
+                    };
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    (
+                        grads,
+                        loss_value,
+                        vec![(loss_value, out.logits, out.targets)],
+                    )
+                } else {
+                    let step = parallel::parallel_step(
+                        &model,
+                        &train_device,
+                        step_batches,
+                        penalty.as_ref(),
+                    )
+                    .map_err(|e| TrainError::Config(e.to_string()))?;
+                    let classes_out = step.shards[0].1.dims()[1];
+                    // Checked before the update, as on one device (the gradients are dropped).
+                    if loss_diverged(step.loss, classes_out) {
+                        return Err(diverged(step.loss));
+                    }
+                    (step.grads, step.loss, step.shards)
+                };
                 if let Some(max_norm) = config.optimizer.clip_grad_norm {
                     clip_grad_norm(&model, &mut grads, max_norm);
                 }
@@ -384,7 +416,9 @@ where
                 {
                     c.apply(model::Layers(layers));
                 }
-                tally.add(loss_value, out.logits, out.targets);
+                for (shard_loss, logits, targets) in outputs {
+                    tally.add(shard_loss, logits, targets);
+                }
                 progress.batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
                 if recent.len() == window {
                     recent.pop_front();
@@ -653,18 +687,54 @@ mod tests {
         }
     }
 
+    /// Two devices at batch 4 against one at batch 8, plain SGD, 3 epochs: every step of the
+    /// two-device run takes one half of the 8 images on each device, so it makes the same
+    /// update as the one-device step on all 8 (up to the order of the float sums). On the CPU
+    /// both devices are flex, each shard computed in its own thread.
     #[test]
-    fn several_devices_and_max_norm_without_layers_are_refused() {
+    fn two_devices_make_the_same_steps_as_one_with_their_batches_together() {
+        let data = ImageBatches::new(images());
+        let init = Tiny {
+            linear: LinearConfig::new(16, 2).init(&Device::flex().autodiff()),
+        };
+        let run = |devices: Vec<Device>, batch_size: usize| {
+            let optim = OptimizerConfig::new()
+                .with_kind(OptimizerKind::Sgd)
+                .with_momentum(0.0)
+                .with_lr(0.5);
+            let config = LoopConfig::new()
+                .with_epochs(3)
+                .with_batch_size(batch_size)
+                .with_optimizer(optim);
+            Engine::new(config, &data)
+                .devices(devices)
+                .fit(init.clone(), false)
+                .unwrap()
+        };
+        let one = run(vec![Device::flex()], 8);
+        let two = run(vec![Device::flex(), Device::flex()], 4);
+        assert_eq!((one.steps, two.steps), (3, 3));
+        let moved: f32 = weights(&one.model)
+            .iter()
+            .zip(weights(&init))
+            .map(|(a, b)| (a - b).abs())
+            .sum();
+        assert!(moved > 1e-3, "the weights did not move");
+        for (a, b) in weights(&one.model).iter().zip(weights(&two.model)) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        for (a, b) in one.history.iter().zip(&two.history) {
+            assert!((a.train_loss - b.train_loss).abs() < 1e-5);
+            assert_eq!(a.train_accuracy, b.train_accuracy);
+        }
+    }
+
+    #[test]
+    fn max_norm_without_layers_is_refused() {
         let data = ImageBatches::new(images());
         let model = || Tiny {
             linear: LinearConfig::new(16, 2).init(&Device::flex().autodiff()),
         };
-        let err = Engine::new(LoopConfig::new(), &data)
-            .devices(vec![Device::flex(), Device::flex()])
-            .fit(model(), false)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("one device"), "{err}");
         let config = LoopConfig::new()
             .with_regularization(Some(RegularizationConfig::new().with_max_norm(Some(1.0))));
         let err = Engine::new(config, &data)

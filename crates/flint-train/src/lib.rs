@@ -88,11 +88,24 @@
 //!
 //! # Several devices
 //!
-//! [`Engine::devices`] takes a list of devices; today it trains on one and refuses more.
-//! burn-train 0.22 has execution strategies for data-parallel training
-//! (`ExecutionStrategy::MultiDevice`, `ExecutionStrategy::ddp`: a model copy per device,
-//! gradients summed with `ModuleOptimizer::step_multi`); that is where they will plug in, inside
-//! [`Engine::fit`]'s step, without changing any caller.
+//! [`Engine::devices`] takes a list of devices; with more than one the engine trains data
+//! parallel ([`parallel`]): each device gets a contiguous share of every epoch's data and, at
+//! each step, a batch of the run's batch size from it (the batch size is per device, as in
+//! PyTorch's `DistributedDataParallel` and burn-train's sharder); a fork of the model computes
+//! that batch's loss and gradients on the device, in its own thread; the gradients are brought
+//! to the first device and summed there, each weighted by its share of the step's examples, and
+//! the first device takes the optimiser step. Clipping, penalties, max-norm, the divergence
+//! check, checkpoints and resume are the same as on one device. (`flint train --devices 0,1`,
+//! with `--backend cuda` or `wgpu`.)
+//!
+//! Why flint's loop calls burn's multi-device primitives ([`Module::fork`](burn::module::Module),
+//! `GradientsParams::to_device`, `GradientsAccumulator`) rather than becoming a burn-train
+//! learning strategy: burn-train's `MultiDeviceLearningStrategy` does exactly this step (its
+//! `MultiDeviceOptim::OptimMainDevice`), but lives inside `SupervisedTraining`, whose
+//! checkpointing, metrics and event loop are the parts flint replaces (below); flint's own loop
+//! keeps every caller's features on every device count. burn's collective all-reduce
+//! (`ExecutionStrategy::ddp`) needs CUDA's collective library and a process group per device; it
+//! would replace the gather on the first device for many GPUs, and fits in the same place.
 //!
 //! # Why a loop of our own, not burn-train's `Learner`
 //!

@@ -22,9 +22,16 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
+use std::sync::Arc;
+
+use burn::data::dataloader::{DataLoader, DataLoaderIterator};
+use burn::data::dataset::DatasetError;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
+use flint_layers::WeightPenalty;
+
+use crate::engine::TrainStep;
 
 /// Why a multi-device step could not run.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -209,6 +216,102 @@ impl Drop for Arrival<'_> {
     fn drop(&mut self) {
         self.arrive(true);
     }
+}
+
+/// One epoch's data split over the devices: each device gets a contiguous share of the
+/// epoch's items (as burn-train's sharder and PyTorch's `DistributedSampler` do), moved to it
+/// by burn's loader, in batches of the run's batch size. With one device the epoch's loader is
+/// used as it is, so a single-device run is unchanged.
+pub fn shard_epoch<B: Send + 'static>(
+    epoch: Arc<dyn DataLoader<B>>,
+    devices: &[Device],
+) -> Vec<(Device, Arc<dyn DataLoader<B>>)> {
+    if devices.len() <= 1 {
+        return devices.iter().map(|d| (d.clone(), epoch.clone())).collect();
+    }
+    let mut start = 0;
+    shard_sizes(epoch.num_items(), devices.len())
+        .into_iter()
+        .zip(devices)
+        .filter(|(size, _)| *size > 0)
+        .map(|(size, device)| {
+            let shard = epoch.slice(start, start + size).to_device(device);
+            start += size;
+            (device.clone(), shard)
+        })
+        .collect()
+}
+
+/// The next step's batches, one per device that still has data (`None` when every device's
+/// share is used up).
+pub fn next_batches<B>(
+    shards: &mut [(Device, Box<dyn DataLoaderIterator<B> + '_>)],
+) -> Option<Result<Vec<(Device, B)>, DatasetError>> {
+    let mut step = Vec::with_capacity(shards.len());
+    for (device, iterator) in shards.iter_mut() {
+        match iterator.next() {
+            Some(Ok(batch)) => step.push((device.clone(), batch)),
+            Some(Err(error)) => return Some(Err(error)),
+            None => {}
+        }
+    }
+    (!step.is_empty()).then_some(Ok(step))
+}
+
+/// What a data-parallel step computed, for the engine's checks and metrics.
+pub struct ParallelStep {
+    /// The gradients of the whole step, on the main device.
+    pub grads: GradientsParams,
+    /// The step's mean data loss, each shard weighted by its examples.
+    pub loss: f32,
+    /// Each shard's mean data loss, logits and targets, moved to the main device.
+    pub shards: Vec<(f32, Tensor<2>, Tensor<1, Int>)>,
+}
+
+/// One data-parallel step of a [`TrainStep`] model over `batches` (one per device): the data
+/// loss plus `penalty` on each shard, differentiated by [`data_parallel_gradients`].
+pub fn parallel_step<M, B>(
+    model: &M,
+    main: &Device,
+    batches: Vec<(Device, B)>,
+    penalty: Option<&WeightPenalty>,
+) -> Result<ParallelStep, ParallelError>
+where
+    M: TrainStep<B>,
+    B: Send,
+{
+    let shards = batches
+        .into_iter()
+        .map(|(device, input)| Shard { device, input })
+        .collect();
+    let (grads, outputs) = data_parallel_gradients(model, main, shards, |replica: &M, batch| {
+        let out = replica.forward_batch(batch);
+        let examples = out.targets.dims()[0];
+        let loss = match penalty {
+            Some(p) => out.loss.clone() + p.penalty(replica, &out.loss.device()),
+            None => out.loss.clone(),
+        };
+        ShardLoss {
+            loss,
+            examples,
+            output: (out.loss, out.logits.detach(), out.targets),
+        }
+    })?;
+    let mut total = 0.0f64;
+    let mut examples = 0usize;
+    let mut shards = Vec::with_capacity(outputs.len());
+    for out in outputs {
+        let (data_loss, logits, targets) = out.output;
+        let value: f32 = data_loss.into_scalar();
+        total += f64::from(value) * out.examples as f64;
+        examples += out.examples;
+        shards.push((value, logits.to_device(main), targets.to_device(main)));
+    }
+    Ok(ParallelStep {
+        grads,
+        loss: (total / examples.max(1) as f64) as f32,
+        shards,
+    })
 }
 
 /// Sizes of `parts` shards of `examples` examples, as equal as possible, larger ones first
