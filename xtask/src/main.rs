@@ -30,8 +30,8 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
-    /// The main job: build `flint` (release) and train the reference CNN on Fashion-MNIST for
-    /// 10 epochs on the CPU. Extra arguments go to `flint train` (e.g. --epochs 1 --seed 1).
+    /// The main job: build `flint` (the dev profile, the build `cargo test` shares) and train
+    /// the reference CNN on Fashion-MNIST for 10 epochs on the CPU. Extra arguments go to `flint train` (e.g. --epochs 1 --seed 1).
     /// `FLINT_BIN=<path>` runs that `flint` binary instead of building one.
     Train {
         /// Arguments for `flint train`.
@@ -316,19 +316,38 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Which cargo profile builds `flint`.
+#[derive(Clone, Copy, PartialEq)]
+enum Profile {
+    /// The dev profile `cargo test` uses: the main job shares the tests' build (flint's hot
+    /// crates are optimised in it, see the root Cargo.toml).
+    Dev,
+    /// Release: benchmarks and experiments.
+    Release,
+}
+
 /// Builds the release `flint` binary with these extra backend features and returns its path.
 fn build_flint(features: &[&str]) -> anyhow::Result<PathBuf> {
-    eprintln!("building flint (release)...");
+    build_flint_profile(Profile::Release, features)
+}
+
+/// Builds `flint` in `profile` with these extra backend features and returns its path.
+fn build_flint_profile(profile: Profile, features: &[&str]) -> anyhow::Result<PathBuf> {
+    let (flag, dir) = match profile {
+        Profile::Dev => (None, "debug"),
+        Profile::Release => (Some("--release"), "release"),
+    };
+    eprintln!(
+        "building flint ({})...",
+        if profile == Profile::Dev {
+            "dev profile, shared with cargo test"
+        } else {
+            "release"
+        }
+    );
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
-    cmd.args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "flint-cli",
-        "--bin",
-        "flint",
-    ]);
+    cmd.args(["build", "--quiet", "-p", "flint-cli", "--bin", "flint"]);
+    cmd.args(flag);
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -337,11 +356,14 @@ fn build_flint(features: &[&str]) -> anyhow::Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    Ok(root().join(target).join("release/flint"))
+    Ok(root().join(target).join(dir).join("flint"))
 }
 
 fn train(args: &[String]) -> anyhow::Result<ExitCode> {
-    let flint = flint_binary()?;
+    let flint = match std::env::var_os("FLINT_BIN") {
+        Some(_) => flint_binary()?,
+        None => build_flint_profile(Profile::Dev, &[])?,
+    };
     // Say where the data will come from before spending minutes on it.
     let locator = Locator::new();
     if locator.find(&flint_data::FASHION_MNIST).is_err() && !args.iter().any(|a| a == "--dataset") {
