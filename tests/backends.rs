@@ -1,6 +1,7 @@
 //! The same layer, model and training checks on every backend compiled in, through one macro
 //! (in the spirit of burn's `burn-backend-tests`): flex always, ndarray with
-//! `--features ndarray`, wgpu with `--features wgpu` (CI runs it on software Vulkan).
+//! `--features ndarray`, wgpu with `--features wgpu` (CI runs it on software Vulkan), CUDA with
+//! `--features cuda` (on a machine with an NVIDIA GPU).
 //!
 //! Each check is a function of the device; [`on_backends!`] makes one `#[test]` per backend and
 //! check, named `<backend>::<check>`, so `cargo test --test backends wgpu` runs the GPU subset.
@@ -39,6 +40,10 @@ macro_rules! on_backends {
                     super::$check(&burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
                 }
             )*
+        }
+        #[cfg(feature = "cuda")]
+        mod cuda {
+            $( #[test] fn $check() { super::$check(&burn::tensor::Device::cuda(0)) } )*
         }
     };
 }

@@ -8,7 +8,27 @@ pub fn describe(backend: crate::Backend) -> Vec<String> {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         )],
         crate::Backend::Wgpu => wgpu_adapters(),
+        crate::Backend::Cuda => cuda_devices(),
     }
+}
+
+/// The CUDA devices burn finds (through the driver, loaded at run time).
+#[cfg(feature = "cuda")]
+fn cuda_devices() -> Vec<String> {
+    let devices = burn::tensor::Device::enumerate(burn::tensor::DeviceType::Cuda);
+    if devices.is_empty() {
+        return vec!["no CUDA device found (is the NVIDIA driver installed?)".to_string()];
+    }
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, device)| format!("{i}: {device:?}"))
+        .collect()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_devices() -> Vec<String> {
+    vec!["not compiled in".to_string()]
 }
 
 /// The adapters wgpu enumerates on every graphics API it was built with. Asking does not start

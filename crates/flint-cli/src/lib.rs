@@ -1,5 +1,20 @@
 //! The library behind the `flint` command: argument types, backend selection and the
 //! command implementations. `main.rs` only parses and dispatches.
+//!
+//! The command line is a clap [`Cli`]: a program can parse and check a `flint` command line
+//! before running it.
+//!
+//! ```
+//! use clap::Parser;
+//! use flint_cli::{Cli, Command};
+//!
+//! let cli = Cli::try_parse_from(["flint", "train", "--model", "mlp", "--epochs", "3"])?;
+//! assert!(matches!(cli.command, Command::Train(_)));
+//! // Bad values are refused with clap's message, before anything runs.
+//! let err = Cli::try_parse_from(["flint", "train", "--threads", "0"]).unwrap_err();
+//! assert!(err.to_string().contains("--threads"));
+//! # Ok::<(), clap::Error>(())
+//! ```
 
 pub mod args;
 pub mod devices;
@@ -53,6 +68,9 @@ pub enum Backend {
     Ndarray,
     /// burn-wgpu: GPU through Vulkan/Metal/DX12 (build with `--features wgpu`).
     Wgpu,
+    /// burn's CUDA backend: NVIDIA GPUs (build with `--features cuda`; needs the CUDA driver at
+    /// run time).
+    Cuda,
 }
 
 impl Backend {
@@ -65,6 +83,9 @@ impl Backend {
         if cfg!(feature = "wgpu") {
             list.push(Backend::Wgpu);
         }
+        if cfg!(feature = "cuda") {
+            list.push(Backend::Cuda);
+        }
         list
     }
 
@@ -74,6 +95,7 @@ impl Backend {
             Backend::Flex => "flex",
             Backend::Ndarray => "ndarray",
             Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
         }
     }
 
@@ -87,6 +109,8 @@ impl Backend {
             Backend::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => Ok(Device::cuda(0)),
             #[allow(unreachable_patterns)]
             other => Err(format!(
                 "backend `{}` is not compiled into this binary; rebuild with `--features {}` (compiled: {})",
@@ -99,6 +123,62 @@ impl Backend {
                     .join(", ")
             )),
         }
+    }
+}
+
+impl Backend {
+    /// The devices `--devices` names, for data-parallel training; none named is the backend's
+    /// default device. A CPU backend has one device (its cores are `--threads`); a GPU backend
+    /// lists what burn finds on this machine, and an index past them is an error that says how
+    /// many there are.
+    pub fn devices(self, indices: &[usize]) -> Result<Vec<Device>, String> {
+        if indices.is_empty() {
+            return Ok(vec![self.device()?]);
+        }
+        if let Some(i) = indices
+            .iter()
+            .enumerate()
+            .find_map(|(k, i)| indices[..k].contains(i).then_some(i))
+        {
+            return Err(format!("--devices lists device {i} twice"));
+        }
+        let found = self.device_list()?;
+        match indices.iter().find(|&&i| i >= found.len()) {
+            None => Ok(indices.iter().map(|&i| found[i].clone()).collect()),
+            Some(_) if matches!(self, Backend::Flex | Backend::Ndarray) => Err(format!(
+                "the {} backend has one device, the CPU, whose cores --threads already uses; \
+                 data-parallel training over several devices needs a GPU backend \
+                 (--backend cuda or wgpu, built with --features cuda or wgpu)",
+                self.name()
+            )),
+            Some(i) => Err(format!(
+                "--devices asks for {} device {i}, but burn found {} on this machine{}",
+                self.name(),
+                found.len(),
+                if found.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (0 to {})", found.len() - 1)
+                }
+            )),
+        }
+    }
+
+    /// Every device burn finds for this backend.
+    fn device_list(self) -> Result<Vec<Device>, String> {
+        use burn::tensor::DeviceType;
+        let kind = match self {
+            Backend::Flex => DeviceType::Flex,
+            #[cfg(feature = "ndarray")]
+            Backend::Ndarray => DeviceType::NdArray,
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => DeviceType::Wgpu,
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => DeviceType::Cuda,
+            #[allow(unreachable_patterns)]
+            other => return other.device().map(|d| vec![d]),
+        };
+        Ok(Device::enumerate(kind).to_vec())
     }
 }
 
@@ -348,13 +428,14 @@ pub fn run_info(args: &InfoArgs) -> Result<(), String> {
             Backend::Flex => "CPU, the default",
             Backend::Ndarray => "CPU (deprecated upstream; flex is faster)",
             Backend::Wgpu => "GPU through Vulkan/Metal/DX12",
+            Backend::Cuda => "NVIDIA GPU through CUDA",
         };
         println!("  {:<8} {note}", backend.name());
         for device in devices::describe(backend) {
             println!("           - {device}");
         }
     }
-    let missing: Vec<&str> = [Backend::Ndarray, Backend::Wgpu]
+    let missing: Vec<&str> = [Backend::Ndarray, Backend::Wgpu, Backend::Cuda]
         .into_iter()
         .filter(|b| !Backend::compiled().contains(b))
         .map(|b| b.name())

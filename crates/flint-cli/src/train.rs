@@ -74,6 +74,11 @@ pub struct TrainArgs {
         "test_limit", "augment_pad", "augment_flip", "workers", "early_stopping",
     ])]
     pub resume: Option<PathBuf>,
+    /// Train data parallel on these devices of the backend (e.g. `--backend cuda --devices
+    /// 0,1`): each device takes its own batches of --batch-size per step, the first holds the
+    /// model. Default: the backend's default device.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<usize>,
     #[command(flatten)]
     pub out: OutputArgs,
     #[command(flatten)]
@@ -167,13 +172,16 @@ impl TrainArgs {
 
 /// Runs `flint train`.
 pub fn run_train(args: &TrainArgs) -> Result<(), String> {
-    let device = args.compute.setup()?;
+    args.compute.setup()?;
+    let mut devices = args.compute.backend.devices(&args.devices)?.into_iter();
+    let device = devices.next().ok_or("no device to train on")?;
     let options = RunOptions {
         output: args.out.output.clone(),
         device,
         progress: args.out.progress(),
         locator: args.compute.locator(),
         stop_after: args.out.stop_after,
+        parallel_devices: devices.collect(),
     };
     let result = match &args.resume {
         Some(dir) => flint_train::resume(dir, &options),

@@ -44,6 +44,11 @@ fn info_shows_the_summary_and_backends() {
 fn bad_arguments_are_clear_errors_not_panics() {
     let cases: &[(&[&str], &str)] = &[
         (&["train", "--epochs", "0"], "epochs must be at least 1"),
+        (
+            &["train", "--devices", "0,1"],
+            "the flex backend has one device, the CPU",
+        ),
+        (&["train", "--devices", "1,1"], "--devices lists device 1 twice"),
         (&["train", "--lr", "-0.1"], "learning rate must be positive"),
         (
             &["train", "--max-norm", "0"],

@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Stop after this epoch as if interrupted, leaving a run that `resume` continues
     /// (for preemptible machines and time-sliced jobs).
     pub stop_after: Option<usize>,
+    /// Further devices to train on, data parallel with `device` (which holds the model and
+    /// evaluates): each takes its own batches of the run's batch size. Empty: `device` alone.
+    pub parallel_devices: Vec<Device>,
 }
 
 impl RunOptions {
@@ -51,6 +54,7 @@ impl RunOptions {
             progress: ProgressMode::Bar,
             locator: Locator::new(),
             stop_after: None,
+            parallel_devices: Vec::new(),
         }
     }
 }
@@ -282,7 +286,11 @@ fn run(
         .with_workers(config.workers);
     let eval = ImageBatches::new(data.eval.clone());
     let trained = Engine::new(config.loop_config(), &train)
-        .devices(vec![device.clone()])
+        .devices(
+            std::iter::once(device.clone())
+                .chain(options.parallel_devices.iter().cloned())
+                .collect(),
+        )
         .eval(EvalSet {
             data: &eval,
             name: data.eval_name,
