@@ -21,6 +21,24 @@
 //! assert_eq!(train.len(), 60_000);
 //! # Ok::<(), flint_data::DataError>(())
 //! ```
+//!
+//! Any data set in memory gets the same seeded splits and subsets:
+//!
+//! ```
+//! use flint_data::{ImageSet, LabelledSet, few_shot, train_val_split};
+//!
+//! // 100 one-pixel "images" of two classes.
+//! let pixels: Vec<u8> = (0..100).map(|i| i as u8).collect();
+//! let labels: Vec<u8> = (0..100).map(|i| (i % 2) as u8).collect();
+//! let set = ImageSet::new("toy", [1, 1, 1], pixels, labels, vec!["even".into(), "odd".into()])?;
+//! let (train, val) = train_val_split(&set, 0.2, 0)?;
+//! assert_eq!((train.len(), val.len()), (80, 20));
+//! // Five labelled examples per class, the same five for the same seed.
+//! let five = few_shot(&train, 5, 7)?;
+//! assert_eq!(five.len(), 10);
+//! assert_eq!(few_shot(&train, 5, 7)?.labels(), five.labels());
+//! # Ok::<(), flint_data::DataError>(())
+//! ```
 
 pub mod batcher;
 pub mod catalog;

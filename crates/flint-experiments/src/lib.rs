@@ -12,6 +12,20 @@
 //!   2014, Figure 11).
 //! - [`regularizers`]: dropout against L1, L2 and max-norm (Srivastava et al. 2014, Table 9).
 //! - [`small_data`]: dropout as the training set shrinks (Srivastava et al. 2014, Figure 10).
+//!
+//! Each experiment reports its repeated runs through [`stats::MeanStd`]: mean, sample standard
+//! deviation (n - 1, as PyTorch's and NumPy's `ddof=1`), minimum and maximum.
+//!
+//! ```
+//! use flint_experiments::stats::MeanStd;
+//!
+//! let accuracies = [0.912, 0.918, 0.915];
+//! let summary = MeanStd::of(&accuracies).unwrap();
+//! assert!((summary.mean - 0.915).abs() < 1e-12);
+//! assert!((summary.std - 0.003).abs() < 1e-12);
+//! assert_eq!((summary.min, summary.max), (0.912, 0.918));
+//! assert!(MeanStd::of(&[]).is_none());
+//! ```
 
 pub mod batchnorm;
 pub mod dropout_rate;

@@ -14,6 +14,21 @@
 //! Convolutions and fully connected layers go through flint-layers' `conv2d` and `linear`
 //! (flint's CPU kernels where they apply), `BatchNormalization` is flint's `BatchNorm` with
 //! PyTorch's running-statistic update, and `Dropout` is flint's `Dropout`.
+//!
+//! A file that is not a usable ONNX network is an error that says why, never a panic:
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use flint_onnx::OnnxModel;
+//!
+//! let path = std::env::temp_dir().join(format!("not-onnx-{}.onnx", std::process::id()));
+//! std::fs::write(&path, b"this is not a protobuf")?;
+//! let err = OnnxModel::load(&path, &Device::flex()).err().expect("refused");
+//! println!("{err}");
+//! assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+//! std::fs::remove_file(&path)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 mod error;
 mod model;

@@ -1,4 +1,15 @@
 //! flint's pretrained networks, turned from ONNX into burn modules at build time.
+//!
+//! [`catalog::CATALOG`] lists every file flint knows, with the SHA-256 it was checked against;
+//! a file of that name with other contents is refused rather than compiled in.
+//!
+//! ```
+//! use flint_pretrained::catalog::{CATALOG, catalog_file};
+//!
+//! let entry = catalog_file("mobilenetv2.onnx").expect("catalogued");
+//! assert_eq!(entry.sha256.len(), 64);
+//! assert!(CATALOG.iter().all(|f| f.sha256.chars().all(|c| c.is_ascii_hexdigit())));
+//! ```
 
 pub mod catalog;
 

@@ -17,6 +17,35 @@
 //! println!("val accuracy: {:.4}", outcome.best.0);
 //! # Ok::<(), flint_transfer::TransferError>(())
 //! ```
+//!
+//! Freezing works by parameter name on any burn module, as `requires_grad_(False)` does in
+//! PyTorch:
+//!
+//! ```
+//! use burn::module::Module;
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::tensor::Device;
+//! use flint_transfer::freeze::{freeze, parameters};
+//!
+//! #[derive(Module, Debug)]
+//! struct Net {
+//!     backbone: Linear,
+//!     head: Linear,
+//! }
+//!
+//! let device = Device::flex().autodiff();
+//! let net = Net {
+//!     backbone: LinearConfig::new(8, 4).init(&device),
+//!     head: LinearConfig::new(4, 2).init(&device),
+//! };
+//! let net = freeze(net, r"^backbone\.")?;
+//! for p in parameters(&net) {
+//!     assert_eq!(p.trainable, p.path.starts_with("head."), "{}", p.path);
+//! }
+//! // A pattern that matches nothing is an error, not a silent no-op.
+//! assert!(freeze(net, "^encoder").is_err());
+//! # Ok::<(), flint_transfer::TransferError>(())
+//! ```
 
 pub mod backbone;
 pub mod cache;
