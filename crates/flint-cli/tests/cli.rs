@@ -48,7 +48,10 @@ fn bad_arguments_are_clear_errors_not_panics() {
             &["train", "--devices", "0,1"],
             "the flex backend has one device, the CPU",
         ),
-        (&["train", "--devices", "1,1"], "--devices lists device 1 twice"),
+        (
+            &["train", "--devices", "1,1"],
+            "--devices lists device 1 twice",
+        ),
         (&["train", "--lr", "-0.1"], "learning rate must be positive"),
         (
             &["train", "--max-norm", "0"],
