@@ -256,14 +256,9 @@ impl TrainConfig {
         self.model
             .validate()
             .map_err(|e| TrainError::Config(e.to_string()))?;
-        if self.epochs == 0 {
-            return bad("epochs must be at least 1".into());
-        }
-        if self.batch_size == 0 {
-            return bad("batch size must be at least 1".into());
-        }
-        self.optimizer.validate()?;
-        self.schedule.validate(self.epochs, self.optimizer.lr)?;
+        // Epochs, batch size, optimiser, schedule, early stopping and regularisation: the
+        // loop's own checks, so a run and a program driving the engine refuse the same values.
+        self.loop_config().validate()?;
         crate::memory::check_model_memory(
             &self.model,
             crate::memory::MemoryUse::Training { batch: 1 },
@@ -276,14 +271,6 @@ impl TrainConfig {
         }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             return bad("train/test limits must be at least 1".into());
-        }
-        if let Some(es) = &self.early_stopping
-            && es.patience == 0
-        {
-            return bad("early-stopping patience must be at least 1".into());
-        }
-        if let Some(r) = &self.regularization {
-            r.validate()?;
         }
         self.dataset
             .parse::<flint_data::KnownDataset>()

@@ -394,8 +394,7 @@ where
                         &train_device,
                         step_batches,
                         penalty.as_ref(),
-                    )
-                    .map_err(|e| TrainError::Config(e.to_string()))?;
+                    )?;
                     let classes_out = step.shards[0].1.dims()[1];
                     // Checked before the update, as on one device (the gradients are dropped).
                     if loss_diverged(step.loss, classes_out) {

@@ -68,6 +68,9 @@ pub enum TrainError {
     /// A report or plot could not be written.
     #[error("report: {0}")]
     Report(String),
+    /// A data-parallel step failed on one of the devices.
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
 }
 
 impl TrainError {
