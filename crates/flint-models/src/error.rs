@@ -6,6 +6,9 @@ pub enum ModelConfigError {
     /// A reference model name that is not one of flint's.
     #[error("unknown model `{name}`; known: mlp, cnn")]
     UnknownModel { name: String },
+    /// An architecture name that is not one flint builds.
+    #[error("unknown ResNet architecture `{name}`; known: {known}")]
+    UnknownArch { name: String, known: String },
     /// A size that must be positive is zero.
     #[error("{model}: `{field}` must be at least 1")]
     Zero {

@@ -7,6 +7,7 @@ use flint_layers::{BatchNorm, BatchNormLayers, MaxNormLayers, UnitWeights};
 
 use crate::{
     Classifier, Cnn, ConvBlock, EfficientNetLite0, HiddenLayer, MbConvBlock, Mlp, MnistCnnBn,
+    ResNet, ResNetBlock,
 };
 
 /// Implements both traits by listing the fields that hold the layers, in declaration order.
@@ -46,6 +47,44 @@ layers!(
     norms: [_bn0, _blocks, _bn1]
 );
 
+layers!(
+    ResNet,
+    weights: [conv1, layer1, layer2, layer3, layer4, fc],
+    norms: [bn1, layer1, layer2, layer3, layer4]
+);
+
+/// By hand: the shortcut is a `(Conv2d, BatchNorm)` pair (torchvision's `downsample.0/.1`).
+impl MaxNormLayers for ResNetBlock {
+    fn for_each_unit_weights(&mut self, f: &mut dyn FnMut(UnitWeights<'_>)) {
+        self.conv1.for_each_unit_weights(f);
+        self.conv2.for_each_unit_weights(f);
+        self.conv3.for_each_unit_weights(f);
+        if let Some((conv, _)) = &mut self.downsample {
+            conv.for_each_unit_weights(f);
+        }
+    }
+}
+
+impl BatchNormLayers for ResNetBlock {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm)) {
+        self.bn1.for_each_batch_norm(f);
+        self.bn2.for_each_batch_norm(f);
+        self.bn3.for_each_batch_norm(f);
+        if let Some((_, bn)) = &mut self.downsample {
+            bn.for_each_batch_norm(f);
+        }
+    }
+
+    fn for_each_burn_batch_norm(&mut self, f: &mut dyn FnMut(&mut BurnBatchNorm)) {
+        self.bn1.for_each_burn_batch_norm(f);
+        self.bn2.for_each_burn_batch_norm(f);
+        self.bn3.for_each_burn_batch_norm(f);
+        if let Some((_, bn)) = &mut self.downsample {
+            bn.for_each_burn_batch_norm(f);
+        }
+    }
+}
+
 impl MaxNormLayers for Classifier {
     fn for_each_unit_weights(&mut self, f: &mut dyn FnMut(UnitWeights<'_>)) {
         match self {
@@ -77,7 +116,9 @@ mod tests {
     use flint_layers::visit::float_param_paths;
 
     use super::*;
-    use crate::{CnnConfig, EfficientNetLite0Config, MlpConfig, MnistCnnBnConfig};
+    use crate::{
+        CnnConfig, EfficientNetLite0Config, MlpConfig, MnistCnnBnConfig, ResNetArch, ResNetConfig,
+    };
 
     /// Counts what a model names: every weight and batch norm it has must be listed.
     fn named<M: MaxNormLayers + BatchNormLayers>(model: &mut M) -> (usize, usize) {
@@ -119,5 +160,9 @@ mod tests {
         assert_eq!(named(&mut mnist), from_paths(&mnist));
         let mut effnet = EfficientNetLite0Config::new().init(&d);
         assert_eq!(named(&mut effnet), from_paths(&effnet));
+        for arch in [ResNetArch::ResNet18, ResNetArch::ResNet50] {
+            let mut resnet = ResNetConfig::new(arch).with_num_classes(3).init(&d);
+            assert_eq!(named(&mut resnet), from_paths(&resnet), "{arch}");
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 mod layers;
 pub mod mlp;
 pub mod mnist_cnn_bn;
+pub mod resnet;
 pub mod summary;
 
 use burn::config::Config;
@@ -35,6 +36,7 @@ pub use efficientnet_lite0::{EfficientNetLite0, EfficientNetLite0Config, MbConvB
 pub use error::ModelConfigError;
 pub use mlp::{HiddenLayer, Mlp, MlpConfig};
 pub use mnist_cnn_bn::{MnistCnnBn, MnistCnnBnConfig};
+pub use resnet::{ResNet, ResNetArch, ResNetBlock, ResNetConfig};
 pub use summary::{LayerRow, ModelSummary, ParamCounts};
 
 /// Any of flint's classifier configurations, tagged in JSON (`{"Cnn": {...}}`).
