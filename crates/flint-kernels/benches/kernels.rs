@@ -12,7 +12,9 @@
 //! The cases are the layers of the reference CNN on Fashion-MNIST (28x28, batch 128: conv 1→32
 //! and 32→64 with 3x3 kernels, batch norm and 2x2 max pooling after each, fully connected
 //! 3136→128→10) and MobileNetV2-like stages at 224x224, batch 16 (the stride-2 stem conv, a 1x1
-//! expansion at 56x56, batch norm and pooling at 112x112, the 1280→1000 classifier). Each
+//! expansion at 56x56, batch norm and pooling at 112x112, the 1280→1000 classifier), plus every
+//! distinct 3x3 depthwise convolution of MobileNetV2 at 224x224, batch 16 (`conv2d depthwise`:
+//! channels@size and stride, no bias, as in the network). Each
 //! iteration ends by reading a scalar back (a sum of the output or of one gradient), the same
 //! reduction for both.
 
@@ -47,16 +49,47 @@ fn check(what: &str, flint: f32, burn: f32) {
     );
 }
 
-/// A convolution case: input and weight shapes, stride, symmetric padding, and whether the
-/// input takes a gradient (not for a network's first layer).
+/// A convolution case: input and weight shapes, stride, symmetric padding, groups, whether it
+/// has a bias and whether the input takes a gradient (not for a network's first layer).
 struct Conv {
     label: &'static str,
     input: [usize; 4],
     weight: [usize; 4],
     stride: usize,
     padding: usize,
+    groups: usize,
+    bias: bool,
     input_grad: bool,
 }
+
+/// MobileNetV2's 3x3 depthwise convolution of `channels` planes of `size x size`, batch 16.
+const fn depthwise(label: &'static str, channels: usize, size: usize, stride: usize) -> Conv {
+    Conv {
+        label,
+        input: [16, channels, size, size],
+        weight: [channels, 1, 3, 3],
+        stride,
+        padding: 1,
+        groups: channels,
+        bias: false,
+        input_grad: true,
+    }
+}
+
+/// The depthwise layers of MobileNetV2 at 224x224 (block by block: 32@112 s1, 96@112 s2,
+/// 144@56 s1 and s2, 192@28 s1 and s2, 384@14 s1, 576@14 s1 and s2, 960@7 s1).
+const DEPTHWISE: [Conv; 10] = [
+    depthwise("mnv2 dw 32@112 s1", 32, 112, 1),
+    depthwise("mnv2 dw 96@112 s2", 96, 112, 2),
+    depthwise("mnv2 dw 144@56 s1", 144, 56, 1),
+    depthwise("mnv2 dw 144@56 s2", 144, 56, 2),
+    depthwise("mnv2 dw 192@28 s1", 192, 28, 1),
+    depthwise("mnv2 dw 192@28 s2", 192, 28, 2),
+    depthwise("mnv2 dw 384@14 s1", 384, 14, 1),
+    depthwise("mnv2 dw 576@14 s1", 576, 14, 1),
+    depthwise("mnv2 dw 576@14 s2", 576, 14, 2),
+    depthwise("mnv2 dw 960@7 s1", 960, 7, 1),
+];
 
 const CONVS: [Conv; 4] = [
     Conv {
@@ -65,6 +98,8 @@ const CONVS: [Conv; 4] = [
         weight: [32, 1, 3, 3],
         stride: 1,
         padding: 1,
+        groups: 1,
+        bias: true,
         input_grad: false,
     },
     Conv {
@@ -73,6 +108,8 @@ const CONVS: [Conv; 4] = [
         weight: [64, 32, 3, 3],
         stride: 1,
         padding: 1,
+        groups: 1,
+        bias: true,
         input_grad: true,
     },
     Conv {
@@ -81,6 +118,8 @@ const CONVS: [Conv; 4] = [
         weight: [32, 3, 3, 3],
         stride: 2,
         padding: 1,
+        groups: 1,
+        bias: true,
         input_grad: false,
     },
     Conv {
@@ -89,44 +128,58 @@ const CONVS: [Conv; 4] = [
         weight: [144, 24, 1, 1],
         stride: 1,
         padding: 0,
+        groups: 1,
+        bias: true,
         input_grad: true,
     },
 ];
 
 fn convolution(c: &mut Criterion) {
     for case in &CONVS {
+        convolution_case(c, "conv2d", case);
+    }
+    for case in &DEPTHWISE {
+        convolution_case(c, "conv2d depthwise", case);
+    }
+}
+
+fn convolution_case(c: &mut Criterion, op: &str, case: &Conv) {
+    {
         let (s, p) = (case.stride, case.padding);
         let options = ConvOptions {
             stride: [s, s],
             dilation: [1, 1],
             padding: [[p, p], [p, p]],
+            groups: case.groups,
         };
-        let burn_options = BurnConvOptions::new([s, s], [p, p], [1, 1], 1);
+        let burn_options = BurnConvOptions::new([s, s], [p, p], [1, 1], case.groups);
 
         let device = Device::flex();
         let x = Tensor::<4>::random(case.input, NORMAL, &device);
         let w = Tensor::<4>::random(case.weight, NORMAL, &device);
         let b = Tensor::<1>::random([case.weight[0]], NORMAL, &device);
+        let b = case.bias.then_some(b);
         let flint = || {
-            let y = flint_kernels::conv2d(&x, &w, Some(&b), options).expect("the kernel applies");
-            total(y)
+            let y = flint_kernels::conv2d(&x, &w, b.as_ref(), options);
+            total(y.expect("the kernel applies"))
         };
         let burn = || {
             total(conv2d(
                 x.clone(),
                 w.clone(),
-                Some(b.clone()),
+                b.clone(),
                 burn_options.clone(),
             ))
         };
         check(case.label, flint(), burn());
-        pair(c, &format!("conv2d fwd {}", case.label), flint, burn);
+        pair(c, &format!("{op} fwd {}", case.label), flint, burn);
 
         let device = Device::flex().autodiff();
         let x = Tensor::<4>::random(case.input, NORMAL, &device);
         let x = if case.input_grad { x.require_grad() } else { x };
         let w = Tensor::<4>::random(case.weight, NORMAL, &device).require_grad();
         let b = Tensor::<1>::random([case.weight[0]], NORMAL, &device).require_grad();
+        let b = case.bias.then_some(b);
         // From the shapes, not a forward pass: a graph recorded and never consumed by a backward
         // stays in burn-autodiff's bookkeeping and slows every later backward.
         let out = |size: usize, k: usize| (size + 2 * p - k) / s + 1;
@@ -138,17 +191,17 @@ fn convolution(c: &mut Criterion) {
             let grads = (y * upstream.clone()).sum().backward();
             total(w.grad(&grads).expect("the weight is tracked"))
         };
-        let flint = || step(flint_kernels::conv2d(&x, &w, Some(&b), options).unwrap());
+        let flint = || step(flint_kernels::conv2d(&x, &w, b.as_ref(), options).unwrap());
         let burn = || {
             step(conv2d(
                 x.clone(),
                 w.clone(),
-                Some(b.clone()),
+                b.clone(),
                 burn_options.clone(),
             ))
         };
         check(case.label, flint(), burn());
-        pair(c, &format!("conv2d fwd+bwd {}", case.label), flint, burn);
+        pair(c, &format!("{op} fwd+bwd {}", case.label), flint, burn);
     }
 }
 

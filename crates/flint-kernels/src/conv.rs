@@ -10,17 +10,22 @@
 //!
 //! The batch is split into one run of images per thread, and each product runs on one thread,
 //! so no product is split across threads (small splits cost more in wake-ups than they save).
+//!
+//! A grouped convolution unfolds the image once and runs these products per group, on the group's
+//! block of unfolded rows, weight rows and output channels. A depthwise one (one input channel
+//! per group) has products too small for gemm and goes to [`super::depthwise`] instead.
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::depthwise::Depthwise;
 use super::gemm::{Operand, Wanted, matmul, matmul_into};
 use super::weighted::{self, WeightedOp};
 use super::{flex_tensor, written};
 
-/// Stride, dilation and padding of a convolution (one group).
+/// Stride, dilation, padding and groups of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvOptions {
     /// Step between output positions, `[height, width]`.
@@ -30,16 +35,24 @@ pub struct ConvOptions {
     /// Zero padding `[[top, bottom], [left, right]]`, which may differ on the two sides (burn's
     /// `PaddingConfig2d::Same` pads one more after than before for even kernels).
     pub padding: [[usize; 2]; 2],
+    /// Channel groups: input and output channels are split into `groups` runs, and each output
+    /// run sees only its input run (1: a plain convolution; the input's channel count: a
+    /// depthwise one, as `groups` of burn's `ConvOptions` and PyTorch's `Conv2d`).
+    pub groups: usize,
 }
 
-/// `conv2d(input, weight) + bias` with one group, as `burn::tensor::module::conv2d` computes it,
-/// or `None` where the tensors are not all f32 on flex (all tracked or all plain), the weight's
-/// input channels differ from the input's (groups), the kernel does not fit the padded input or
-/// the bias is not `[c_out]` (the caller then goes through burn, which reports bad shapes).
+/// `conv2d(input, weight) + bias`, as `burn::tensor::module::conv2d` computes it, or `None` where
+/// the tensors are not all f32 on flex (all tracked or all plain), the weight's input channels
+/// times `groups` differ from the input's, `c_out` is not a multiple of `groups`, the kernel does
+/// not fit the padded input or the bias is not `[c_out]` (the caller then goes through burn,
+/// which reports bad shapes).
+///
+/// Depthwise convolutions (`groups == c_in > 1`, any channel multiplier `c_out / c_in`) run a
+/// direct loop per channel plane; other grouped ones a matrix product per group.
 ///
 /// # Shapes
 /// - input: `[batch, c_in, height, width]`
-/// - weight: `[c_out, c_in, kernel_h, kernel_w]`
+/// - weight: `[c_out, c_in / groups, kernel_h, kernel_w]`
 /// - bias: `[c_out]`
 /// - output: `[batch, c_out, out_h, out_w]`, `out = (size + pads - dilation (k - 1) - 1) / stride + 1`
 pub fn conv2d(
@@ -52,26 +65,31 @@ pub fn conv2d(
     if bias.is_some_and(|bias| bias.dims() != [geometry.c_out]) {
         return None;
     }
-    weighted::apply(geometry, input, weight, bias)
+    if geometry.depthwise() {
+        weighted::apply(Depthwise(geometry), input, weight, bias)
+    } else {
+        weighted::apply(geometry, input, weight, bias)
+    }
 }
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
-    batch: usize,
-    c_in: usize,
-    height: usize,
-    width: usize,
-    c_out: usize,
-    kernel: [usize; 2],
-    options: ConvOptions,
-    out_h: usize,
-    out_w: usize,
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) c_in: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) c_out: usize,
+    pub(crate) kernel: [usize; 2],
+    pub(crate) options: ConvOptions,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
 }
 
 impl Geometry {
-    /// The geometry of `[batch, c_in, h, w]` by `[c_out, c_in, kh, kw]`, or `None` where the
-    /// weight's input channels differ (groups) or the kernel does not fit the padded input.
+    /// The geometry of `[batch, c_in, h, w]` by `[c_out, c_in / groups, kh, kw]`, or `None`
+    /// where the channels do not split into the groups or the kernel does not fit the padded
+    /// input.
     fn new(input: [usize; 4], weight: [usize; 4], options: ConvOptions) -> Option<Self> {
         let [batch, c_in, height, width] = input;
         let [c_out, w_in, kh, kw] = weight;
@@ -79,13 +97,23 @@ impl Geometry {
             stride,
             dilation,
             padding,
+            groups,
         } = options;
         let extent = |size: usize, pad: [usize; 2], k: usize, dilation: usize, stride: usize| {
             let padded = size + pad[0] + pad[1];
             let reach = dilation * (k - 1) + 1;
             (padded >= reach).then(|| (padded - reach) / stride + 1)
         };
-        if c_in != w_in || [kh, kw, stride[0], stride[1], dilation[0], dilation[1]].contains(&0) {
+        let sizes = [
+            kh,
+            kw,
+            stride[0],
+            stride[1],
+            dilation[0],
+            dilation[1],
+            groups,
+        ];
+        if sizes.contains(&0) || Some(c_in) != w_in.checked_mul(groups) || c_out % groups != 0 {
             return None;
         }
         let out_h = extent(height, padding[0], kh, dilation[0], stride[0])?;
@@ -103,13 +131,23 @@ impl Geometry {
         })
     }
 
-    /// Length of one unfolded patch: `c_in * kh * kw`.
+    /// Length of one group's unfolded patch: `c_in / groups * kh * kw`.
     fn patch(&self) -> usize {
-        self.c_in * self.kernel[0] * self.kernel[1]
+        self.c_in / self.options.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Output channels per group.
+    fn group_out(&self) -> usize {
+        self.c_out / self.options.groups
+    }
+
+    /// One input channel per group: the direct loop of [`Depthwise`] applies.
+    fn depthwise(&self) -> bool {
+        self.options.groups > 1 && self.options.groups == self.c_in
     }
 
     /// Output positions per image.
-    fn positions(&self) -> usize {
+    pub(crate) fn positions(&self) -> usize {
         self.out_h * self.out_w
     }
 
@@ -136,7 +174,7 @@ impl Geometry {
 
     /// The output columns `lo..hi` whose input column for kernel column `dx` is inside the
     /// image, and the input column of output column 0 (possibly negative).
-    fn columns(&self, dx: usize) -> (usize, usize, isize) {
+    pub(crate) fn columns(&self, dx: usize) -> (usize, usize, isize) {
         let [stride, dilation] = [self.options.stride[1], self.options.dilation[1]];
         let offset = (dx * dilation) as isize - self.options.padding[1][0] as isize;
         let lo = if offset >= 0 {
@@ -154,7 +192,7 @@ impl Geometry {
     }
 
     /// The input row of output row `oy` for kernel row `dy`, if inside the image.
-    fn row(&self, oy: usize, dy: usize) -> Option<usize> {
+    pub(crate) fn row(&self, oy: usize, dy: usize) -> Option<usize> {
         let row = (oy * self.options.stride[0] + dy * self.options.dilation[0]) as isize
             - self.options.padding[0][0] as isize;
         (0..self.height as isize)
@@ -234,15 +272,16 @@ impl WeightedOp for Geometry {
     /// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel.
     fn forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
         let g = self;
-        let (patch, positions) = (g.patch(), g.positions());
+        let (patch, positions, group_out) = (g.patch(), g.positions(), g.group_out());
         let (image_in, image_out) = (g.image_in(), g.image_out());
+        let unfolded = g.options.groups * patch * positions;
         let per_task = g.images_per_task();
         let fill = |output: &mut [MaybeUninit<f32>]| {
             output
                 .par_chunks_mut(per_task * image_out)
                 .enumerate()
                 .for_each(|(task, output)| {
-                    let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { patch * positions }];
+                    let mut cols = vec![0.0f32; if g.pointwise() { 0 } else { unfolded }];
                     for (i, out) in output.chunks_exact_mut(image_out).enumerate() {
                         let image = &x[(task * per_task + i) * image_in..][..image_in];
                         let cols: &[f32] = if g.pointwise() {
@@ -251,22 +290,28 @@ impl WeightedOp for Geometry {
                             unfold(g, image, &mut cols);
                             &cols
                         };
-                        let out = matmul_into(
-                            out,
-                            Operand::rows(weight, patch),
-                            Operand::rows(cols, positions),
-                            [g.c_out, positions, patch],
-                        );
-                        if let Some(bias) = bias {
-                            for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
-                                row.iter_mut().for_each(|v| *v += b);
+                        // Group `k`: its weight rows times its block of unfolded rows, into its
+                        // output channels.
+                        let groups = out.chunks_exact_mut(group_out * positions).enumerate();
+                        for (k, out) in groups {
+                            let out = matmul_into(
+                                out,
+                                Operand::rows(&weight[k * group_out * patch..], patch),
+                                Operand::rows(&cols[k * patch * positions..], positions),
+                                [group_out, positions, patch],
+                            );
+                            if let Some(bias) = bias {
+                                let bias = &bias[k * group_out..][..group_out];
+                                for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
+                                    row.iter_mut().for_each(|v| *v += b);
+                                }
                             }
                         }
                     }
                 })
         };
         // SAFETY: the tasks' runs of images cover the output, and each image's `[c_out, positions]`
-        // block is written by `matmul_into`.
+        // block is written group by group by `matmul_into`.
         let output = unsafe { written(g.batch * image_out, fill) };
         flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
     }
@@ -279,8 +324,9 @@ impl WeightedOp for Geometry {
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {
         let g = self;
-        let (patch, positions) = (g.patch(), g.positions());
+        let (patch, positions, group_out) = (g.patch(), g.positions(), g.group_out());
         let (image_in, image_out) = (g.image_in(), g.image_out());
+        let groups = g.options.groups;
         let per_task = g.images_per_task();
         let mut input_grad = vec![0.0f32; if wanted.input { g.batch * image_in } else { 0 }];
         let tasks = g.batch.div_ceil(per_task);
@@ -299,7 +345,14 @@ impl WeightedOp for Geometry {
                 let first = task * per_task;
                 let images = per_task.min(g.batch - first);
                 let unfolded = !g.pointwise() && (wanted.weight || wanted.input);
-                let mut cols = vec![0.0f32; if unfolded { patch * positions } else { 0 }];
+                let mut cols = vec![
+                    0.0f32;
+                    if unfolded {
+                        groups * patch * positions
+                    } else {
+                        0
+                    }
+                ];
                 let mut weight_grad = vec![0.0f32; if wanted.weight { g.c_out * patch } else { 0 }];
                 let mut bias_grad = vec![0.0f64; if wanted.bias { g.c_out } else { 0 }];
                 for i in 0..images {
@@ -312,13 +365,16 @@ impl WeightedOp for Geometry {
                             unfold(g, image, &mut cols);
                             &cols
                         };
-                        matmul(
-                            &mut weight_grad,
-                            i > 0,
-                            Operand::rows(grad, positions),
-                            Operand::transposed(cols, positions),
-                            [g.c_out, patch, positions],
-                        );
+                        let blocks = weight_grad.chunks_exact_mut(group_out * patch);
+                        for (k, weight_grad) in blocks.enumerate() {
+                            matmul(
+                                weight_grad,
+                                i > 0,
+                                Operand::rows(&grad[k * group_out * positions..], positions),
+                                Operand::transposed(&cols[k * patch * positions..], positions),
+                                [group_out, patch, positions],
+                            );
+                        }
                     }
                     if let Some(input_grad) = input_grad.as_deref_mut() {
                         let image_grad = &mut input_grad[i * image_in..][..image_in];
@@ -327,13 +383,15 @@ impl WeightedOp for Geometry {
                         } else {
                             &mut cols[..]
                         };
-                        matmul(
-                            dst,
-                            false,
-                            Operand::transposed(weight, patch),
-                            Operand::rows(grad, positions),
-                            [patch, positions, g.c_out],
-                        );
+                        for (k, dst) in dst.chunks_exact_mut(patch * positions).enumerate() {
+                            matmul(
+                                dst,
+                                false,
+                                Operand::transposed(&weight[k * group_out * patch..], patch),
+                                Operand::rows(&grad[k * group_out * positions..], positions),
+                                [patch, positions, group_out],
+                            );
+                        }
                         if !g.pointwise() {
                             fold(g, &cols, &mut input_grad[i * image_in..][..image_in]);
                         }
@@ -358,7 +416,7 @@ impl WeightedOp for Geometry {
                 .then(|| flex_tensor(input_grad, &[g.batch, g.c_in, g.height, g.width])),
             wanted
                 .weight
-                .then(|| flex_tensor(weight_grad, &[g.c_out, g.c_in, kh, kw])),
+                .then(|| flex_tensor(weight_grad, &[g.c_out, g.c_in / groups, kh, kw])),
             wanted.bias.then(|| {
                 let bias_grad = bias_grad.into_iter().map(|v| v as f32).collect();
                 flex_tensor(bias_grad, &[g.c_out])
@@ -406,6 +464,20 @@ mod tests {
             stride: [stride, stride],
             dilation: [dilation, dilation],
             padding,
+            groups: 1,
+        }
+    }
+
+    /// [`options`] with `groups` channel groups.
+    fn grouped(
+        groups: usize,
+        stride: usize,
+        dilation: usize,
+        padding: [[usize; 2]; 2],
+    ) -> ConvOptions {
+        ConvOptions {
+            groups,
+            ..options(stride, dilation, padding)
         }
     }
 
@@ -434,7 +506,7 @@ mod tests {
             case.options.stride,
             [(top, bottom), (left, right)],
             case.options.dilation,
-            1,
+            case.options.groups,
         );
         let run = |flint: bool| {
             let bias = case.bias.then_some(&b);
@@ -496,24 +568,91 @@ mod tests {
     }
 
     #[test]
-    fn computes_only_the_gradients_asked_for() {
-        let case = Case::new([3, 2, 6, 6], [4, 2, 3, 3], options(1, 1, [[1, 1], [1, 1]]));
-        for (input_grad, weight_grad, bias) in [
-            (false, true, true),
-            (true, false, true),
-            (true, true, false),
-            (false, true, false),
+    fn matches_burn_on_grouped_and_depthwise_convolutions() {
+        let same = [[1, 1], [1, 1]];
+        for case in [
+            // MobileNetV2's 3x3 depthwise layers, stride 1 and 2, on a small batch.
+            Case::new([2, 8, 12, 12], [8, 1, 3, 3], grouped(8, 1, 1, same)),
+            Case::new([2, 8, 12, 12], [8, 1, 3, 3], grouped(8, 2, 1, same)),
+            Case::new([3, 5, 7, 7], [5, 1, 3, 3], grouped(5, 2, 1, same)),
+            // Channel multiplier 3, a 5x5 kernel (EfficientNet), dilation, asymmetric padding.
+            Case::new(
+                [2, 4, 9, 10],
+                [12, 1, 5, 5],
+                grouped(4, 1, 1, [[2, 2], [2, 2]]),
+            ),
+            Case::new(
+                [2, 3, 11, 9],
+                [6, 1, 3, 2],
+                grouped(3, 2, 2, [[2, 0], [1, 3]]),
+            ),
+            // TensorFlow's "same" padding for stride 2: one more after than before.
+            Case::new(
+                [1, 6, 8, 8],
+                [6, 1, 3, 3],
+                grouped(6, 2, 1, [[0, 1], [0, 1]]),
+            ),
+            // A depthwise 1x1 kernel (a per-channel scale).
+            Case::new(
+                [2, 4, 5, 6],
+                [8, 1, 1, 1],
+                grouped(4, 1, 1, [[0, 0], [0, 0]]),
+            ),
+            // Grouped, 2 input and 3 output channels per group, with and without unfolding.
+            Case::new([2, 6, 8, 7], [9, 2, 3, 3], grouped(3, 1, 1, same)),
+            Case::new(
+                [2, 6, 9, 9],
+                [6, 3, 3, 3],
+                grouped(2, 2, 2, [[1, 2], [3, 0]]),
+            ),
+            Case::new(
+                [3, 8, 5, 5],
+                [4, 4, 1, 1],
+                grouped(2, 1, 1, [[0, 0], [0, 0]]),
+            ),
+            Case::new(
+                [2, 4, 6, 6],
+                [8, 2, 1, 1],
+                grouped(2, 2, 1, [[1, 0], [0, 1]]),
+            ),
         ] {
-            let case = Case {
-                input_grad,
-                weight_grad,
-                bias,
-                ..case
-            };
-            let [flint, _] = both(case, 3);
-            assert_eq!(flint[1].is_empty(), !input_grad, "{case:?}");
-            assert_eq!(flint[2].is_empty(), !weight_grad, "{case:?}");
-            assert_matches(case, 3);
+            assert_matches(case, 17);
+        }
+    }
+
+    #[test]
+    fn computes_only_the_gradients_asked_for() {
+        let cases = [
+            Case::new([3, 2, 6, 6], [4, 2, 3, 3], options(1, 1, [[1, 1], [1, 1]])),
+            Case::new(
+                [3, 4, 6, 6],
+                [8, 1, 3, 3],
+                grouped(4, 1, 1, [[1, 1], [1, 1]]),
+            ),
+            Case::new(
+                [3, 4, 6, 6],
+                [6, 2, 3, 3],
+                grouped(2, 1, 1, [[1, 1], [1, 1]]),
+            ),
+        ];
+        for case in cases {
+            for (input_grad, weight_grad, bias) in [
+                (false, true, true),
+                (true, false, true),
+                (true, true, false),
+                (false, true, false),
+            ] {
+                let case = Case {
+                    input_grad,
+                    weight_grad,
+                    bias,
+                    ..case
+                };
+                let [flint, _] = both(case, 3);
+                assert_eq!(flint[1].is_empty(), !input_grad, "{case:?}");
+                assert_eq!(flint[2].is_empty(), !weight_grad, "{case:?}");
+                assert_matches(case, 3);
+            }
         }
     }
 
@@ -525,12 +664,16 @@ mod tests {
         let x = Tensor::<4>::random([4, 3, 10, 10], normal, &device);
         let w = Tensor::<4>::random([6, 3, 3, 3], normal, &device);
         let b = Tensor::<1>::random([6], normal, &device);
-        let options = options(2, 1, [[1, 0], [1, 0]]);
-        let ours = super::conv2d(&x, &w, Some(&b), options).unwrap();
-        let burn_options = BurnOptions::new_with_padding([2, 2], [(1, 0), (1, 0)], [1, 1], 1);
-        let theirs = conv2d(x, w, Some(b), burn_options);
-        assert_eq!(ours.dims(), theirs.dims());
-        assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
+        let depthwise = Tensor::<4>::random([6, 1, 3, 3], normal, &device);
+        for (w, groups) in [(w, 1), (depthwise, 3)] {
+            let options = grouped(groups, 2, 1, [[1, 0], [1, 0]]);
+            let ours = super::conv2d(&x, &w, Some(&b), options).unwrap();
+            let padding = [(1, 0), (1, 0)];
+            let burn_options = BurnOptions::new_with_padding([2, 2], padding, [1, 1], groups);
+            let theirs = conv2d(x.clone(), w, Some(b.clone()), burn_options);
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
+        }
     }
 
     #[test]
@@ -538,9 +681,16 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<4>::zeros([1, 4, 5, 5], &device);
         let same = options(1, 1, [[0, 0], [0, 0]]);
-        // Two groups: the weight has half the input's channels.
-        let grouped = Tensor::<4>::zeros([4, 2, 3, 3], &device);
-        assert!(super::conv2d(&x, &grouped, None, same).is_none());
+        // Channels that do not split into the groups: the weight's input channels times the
+        // groups differ from the input's, output channels not a multiple of the groups, and
+        // zero groups.
+        let halves = Tensor::<4>::zeros([4, 2, 3, 3], &device);
+        assert!(super::conv2d(&x, &halves, None, same).is_none());
+        assert!(super::conv2d(&x, &halves, None, ConvOptions { groups: 3, ..same }).is_none());
+        let odd = Tensor::<4>::zeros([5, 2, 3, 3], &device);
+        assert!(super::conv2d(&x, &odd, None, ConvOptions { groups: 2, ..same }).is_none());
+        let depthwise = Tensor::<4>::zeros([4, 1, 3, 3], &device);
+        assert!(super::conv2d(&x, &depthwise, None, ConvOptions { groups: 0, ..same }).is_none());
         // A kernel larger than the padded input.
         let large = Tensor::<4>::zeros([2, 4, 7, 7], &device);
         assert!(super::conv2d(&x, &large, None, same).is_none());
@@ -563,6 +713,7 @@ mod tests {
                 stride: [stride, stride],
                 dilation: [dilation, dilation],
                 padding: [[pads[0], pads[1]], [pads[2], pads[3]]],
+                groups: 1,
             };
             let reach = |k: usize| dilation * (k - 1) + 1;
             prop_assume!(height + pads[0] + pads[1] >= reach(kh));
@@ -571,6 +722,31 @@ mod tests {
                 bias,
                 ..Case::new([batch, c_in, height, width], [c_out, c_in, kh, kw], options)
             };
+            assert_matches(case, seed);
+        }
+
+        /// Depthwise (one input channel per group, channel multiplier 1 to 3) and grouped (1 to
+        /// 3 input and output channels per group) convolutions.
+        #[test]
+        fn matches_burn_with_groups(
+            batch in 1usize..4, groups in 2usize..5, per_in in 1usize..4, per_out in 1usize..4,
+            height in 3usize..12, width in 3usize..12, kh in 1usize..4, kw in 1usize..4,
+            stride in 1usize..3, dilation in 1usize..3, depthwise: bool,
+            pads in proptest::array::uniform4(0usize..3), bias: bool, seed in 0u64..1000,
+        ) {
+            let per_in = if depthwise { 1 } else { per_in };
+            let options = ConvOptions {
+                stride: [stride, stride],
+                dilation: [dilation, dilation],
+                padding: [[pads[0], pads[1]], [pads[2], pads[3]]],
+                groups,
+            };
+            let reach = |k: usize| dilation * (k - 1) + 1;
+            prop_assume!(height + pads[0] + pads[1] >= reach(kh));
+            prop_assume!(width + pads[2] + pads[3] >= reach(kw));
+            let input = [batch, groups * per_in, height, width];
+            let weight = [groups * per_out, per_in, kh, kw];
+            let case = Case { bias, ..Case::new(input, weight, options) };
             assert_matches(case, seed);
         }
     }

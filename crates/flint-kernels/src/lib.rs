@@ -18,15 +18,15 @@
 //!
 //! # Contract
 //! Each function returns `None` where it does not apply: another backend, another float type,
-//! gradient checkpointing, or shapes it does not handle (grouped convolutions, overlapping
-//! pooling windows). The caller then uses burn's op, so a model computes the same on every
+//! gradient checkpointing, or shapes it does not handle (channels that do not split into the
+//! convolution's groups, overlapping pooling windows). The caller then uses burn's op, so a model computes the same on every
 //! backend. Where it applies, the values and gradients are burn's up to f32 rounding (1e-5
 //! relative): the tests compare each kernel with burn's op on random shapes (proptest), and
 //! `cargo bench -p flint-kernels` times each beside burn's op on the same shapes.
 //!
 //! | kernel | burn's op | declines |
 //! |---|---|---|
-//! | [`conv2d`] | `burn::tensor::module::conv2d` | groups, a kernel larger than the padded input |
+//! | [`conv2d`] (any groups, depthwise included) | `burn::tensor::module::conv2d` | channels not divisible by groups, a kernel larger than the padded input |
 //! | [`linear`] | `burn::tensor::module::linear` (`x.matmul(w) + b`) | mismatched shapes |
 //! | [`max_pool2d`] | `max_pool2d` with stride = kernel, no padding | windows over 256 elements |
 //! | [`batch_norm_train`] | `burn::tensor::module::batch_norm_train` | rank below 2, mismatched gamma/beta |
@@ -41,7 +41,7 @@
 //! let device = Device::flex().autodiff();
 //! let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &device).require_grad();
 //! let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Default, &device).require_grad();
-//! let options = ConvOptions { stride: [1, 1], dilation: [1, 1], padding: [[1, 1], [1, 1]] };
+//! let options = ConvOptions { stride: [1, 1], dilation: [1, 1], padding: [[1, 1], [1, 1]], groups: 1 };
 //!
 //! let y = conv2d(&x, &w, None, options).expect("f32 on flex: the kernel applies");
 //! let burn_options = BurnOptions::new([1, 1], [1, 1], [1, 1], 1);
@@ -53,14 +53,22 @@
 //! let grads = y.sum().backward();
 //! assert_eq!(w.grad(&grads).expect("w is tracked").dims(), [4, 3, 3, 3]);
 //!
-//! // A grouped convolution (the weight sees half the input channels) is left to burn.
-//! let grouped = Tensor::<4>::random([4, 1, 3, 3], Distribution::Default, &device);
-//! let x2 = Tensor::<4>::random([2, 2, 8, 8], Distribution::Default, &device);
-//! assert!(conv2d(&x2, &grouped, None, options).is_none());
+//! // A depthwise convolution: one group per input channel, two output channels each.
+//! let depthwise = ConvOptions { groups: 3, ..options };
+//! let w = Tensor::<4>::random([6, 1, 3, 3], Distribution::Default, &device).require_grad();
+//! let y = conv2d(&x, &w, None, depthwise).expect("the kernel applies");
+//! let burn_options = BurnOptions::new([1, 1], [1, 1], [1, 1], 3);
+//! let expected = burn_conv2d(x.clone(), w.clone(), None, burn_options);
+//! assert!((y.clone() - expected).abs().max().into_scalar::<f32>() < 1e-4);
+//! assert_eq!(w.grad(&y.sum().backward()).expect("w is tracked").dims(), [6, 1, 3, 3]);
+//!
+//! // Channels that do not split into the groups are left to burn (which reports the error).
+//! assert!(conv2d(&x, &w, None, ConvOptions { groups: 2, ..options }).is_none());
 //! ```
 
 mod batch_norm;
 mod conv;
+mod depthwise;
 mod gemm;
 mod linear;
 mod max_pool;
