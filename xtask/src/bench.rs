@@ -63,15 +63,14 @@ pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.output)?;
 
     let torch = options.torch && torch_available(&options.python);
-    if !options.torch {
-        eprintln!("PyTorch anchor skipped (--no-torch)");
-    } else if !torch {
+    if options.torch && !torch {
         eprintln!(
             "PyTorch anchor skipped: `{} -c \"import torch\"` failed (pip install torch numpy)",
             options.python
         );
     }
 
+    let load_before = crate::bench_finetune::load_average();
     let mut rows = Vec::new();
     for model in &options.models {
         for &threads in &options.threads {
@@ -98,7 +97,8 @@ pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
         }
     }
 
-    let table = markdown(&rows, options);
+    let load = [load_before, crate::bench_finetune::load_average()];
+    let table = markdown(&rows, options, &load);
     let json_rows: Vec<Value> = rows
         .iter()
         .map(|(model, backend, threads, f, t)| {
@@ -113,6 +113,8 @@ pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
         "protocol": "reference.md throughput protocol",
         "epochs": options.epochs,
         "train_limit": options.limit,
+        "load_average_before": load[0],
+        "load_average_after": load[1],
         "rows": json_rows,
     });
     write_atomic(&options.output.join("bench.md"), table.as_bytes())?;
@@ -251,13 +253,15 @@ fn number(value: &Value, key: &str) -> anyhow::Result<f64> {
 
 type Row = (String, String, u16, Measured, Option<Measured>);
 
-fn markdown(rows: &[Row], options: &BenchOptions) -> String {
+fn markdown(rows: &[Row], options: &BenchOptions, load: &[String; 2]) -> String {
     let mut out = format!(
-        "Fashion-MNIST, {} epoch(s) of {} training images at batch 128, eval at batch 1000, release build.\n\n",
+        "Fashion-MNIST, {} epoch(s) of {} training images at batch 128, eval at batch 1000, release build. Load average (1, 5, 15 min) before: {}, after: {}.\n\n",
         options.epochs,
         options
             .limit
-            .map_or("60,000".to_string(), |l| l.to_string())
+            .map_or("60,000".to_string(), |l| l.to_string()),
+        load[0],
+        load[1],
     );
     out.push_str(
         "| model | backend | threads | train img/s flint | PyTorch | ratio | eval img/s flint | PyTorch | ratio | peak RSS MiB flint | PyTorch | ratio | test acc flint / PyTorch |\n\

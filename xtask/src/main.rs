@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's tasks, thin wrappers over flint's library functions.
 
 mod bench;
+mod bench_finetune;
 mod models;
 mod onnx_parity;
 
@@ -38,38 +39,43 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The throughput protocol of reference.md: full Fashion-MNIST epochs with flint on each
-    /// backend and thread count, beside PyTorch (shared/anchors/torch_reference.py) when
-    /// `import torch` works; writes bench.md and bench.json.
+    /// The throughput protocols of reference.md, flint beside PyTorch when `import torch` works;
+    /// writes bench.md and bench.json. `--workload reference`: full Fashion-MNIST epochs of the
+    /// reference models (shared/anchors/torch_reference.py). `--workload finetune`: protocol F1,
+    /// fine-tuning and a frozen backbone without feature cache on hymenoptera
+    /// (shared/anchors/torch_finetune.py).
     Bench {
-        /// Backends: flex, ndarray, wgpu (comma-separated).
-        #[arg(
-            long = "backend",
-            value_delimiter = ',',
-            default_value = "flex,ndarray"
-        )]
+        /// reference (mlp/cnn on Fashion-MNIST) or finetune (protocol F1).
+        #[arg(long, default_value = "reference", value_parser = ["reference", "finetune"])]
+        workload: String,
+        /// Backends: flex, ndarray, wgpu (comma-separated; default flex,ndarray for the
+        /// reference workload, flex for finetune).
+        #[arg(long = "backend", value_delimiter = ',')]
         backends: Vec<String>,
         /// Thread counts (comma-separated); PyTorch runs with the same ones.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         threads: Vec<u16>,
-        /// Models: cnn, mlp (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "cnn,mlp")]
+        /// Models (comma-separated): cnn, mlp (default both) for the reference workload;
+        /// mobilenetv2, efficientnet-lite0 (default both) for finetune.
+        #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
         /// Epochs per run (more than one shows whether memory grows between epochs).
         #[arg(long, default_value_t = 1)]
         epochs: usize,
-        /// Train on this many images instead of all 60,000 (a quick check, not the protocol).
+        /// Train on this many images instead of all 60,000 (finetune: this many images of each
+        /// split); a quick check, not the protocol.
         #[arg(long)]
         limit: Option<usize>,
         /// Do not run the PyTorch anchor.
         #[arg(long)]
         no_torch: bool,
-        /// The Python interpreter that has torch and numpy.
+        /// The Python interpreter that has torch and numpy (finetune: and torchvision).
         #[arg(long, env = "FLINT_PYTHON", default_value = "python3")]
         python: String,
-        /// Where bench.md, bench.json and the run directories go.
-        #[arg(long, default_value = "runs/bench")]
-        output: PathBuf,
+        /// Where bench.md, bench.json and the run directories go (default runs/bench, or
+        /// runs/bench-finetune).
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Fetch and check the pretrained model files (ONNX, PyTorch, safetensors).
     Models {
@@ -188,6 +194,7 @@ fn main() -> ExitCode {
             ModelsCommand::Check { dir } => models::check(dir),
         },
         Command::Bench {
+            workload,
             backends,
             threads,
             models,
@@ -196,20 +203,48 @@ fn main() -> ExitCode {
             no_torch,
             python,
             output,
-        } => bench::bench(
-            &root(),
-            &bench::BenchOptions {
-                backends,
-                threads,
-                models,
-                epochs,
-                limit,
-                torch: !no_torch,
-                python,
-                output,
-            },
-        )
-        .map(|()| ExitCode::SUCCESS),
+        } => {
+            let or = |given: Vec<String>, default: &[&str]| {
+                if given.is_empty() {
+                    default.iter().map(|s| s.to_string()).collect()
+                } else {
+                    given
+                }
+            };
+            if no_torch {
+                eprintln!("PyTorch anchor skipped (--no-torch)");
+            }
+            if workload == "finetune" {
+                bench_finetune::bench(
+                    &root(),
+                    &bench_finetune::FinetuneBenchOptions {
+                        backends: or(backends, &["flex"]),
+                        threads,
+                        models: or(models, &["mobilenetv2", "efficientnet-lite0"]),
+                        epochs,
+                        limit,
+                        torch: !no_torch,
+                        python,
+                        output: output.unwrap_or_else(|| "runs/bench-finetune".into()),
+                    },
+                )
+            } else {
+                bench::bench(
+                    &root(),
+                    &bench::BenchOptions {
+                        backends: or(backends, &["flex", "ndarray"]),
+                        threads,
+                        models: or(models, &["cnn", "mlp"]),
+                        epochs,
+                        limit,
+                        torch: !no_torch,
+                        python,
+                        output: output.unwrap_or_else(|| "runs/bench".into()),
+                    },
+                )
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }
         Command::Experiment { experiment } => match experiment {
             Experiment::Reference { seeds, only, quick } => {
                 experiment_reference(seeds, &only, quick)

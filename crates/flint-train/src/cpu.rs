@@ -90,12 +90,25 @@ impl ComputeThreads {
         }
     }
 
-    /// Builds rayon's global pool with these settings. Fails if its threads cannot be started or
-    /// a global pool already exists (anything that ran a parallel loop before builds one); after
-    /// a failure to start threads rayon refuses every later use of the global pool, so the
-    /// caller should stop rather than go on computing.
+    /// Builds rayon's global pool with these settings, the calling thread being its first
+    /// thread (rayon's `use_current_thread`): `threads(n)` means the caller and `n - 1` more.
+    /// Fails if its threads cannot be started or a global pool already exists (anything that ran
+    /// a parallel loop before builds one); after a failure to start threads rayon refuses every
+    /// later use of the global pool, so the caller should stop rather than go on computing.
+    ///
+    /// Why the caller is in the pool: a program computes on its main thread, and every parallel
+    /// operation started from a thread outside the pool is handed to a pool thread while the
+    /// caller sleeps on a latch. A training step of the reference MLP starts about a hundred
+    /// such operations (burn-flex's element-wise kernels, gemm, flint's kernels), so with
+    /// two compute threads three threads took turns on two cores: measured here, 94,000
+    /// context switches in one epoch and two threads 40 % slower than one. Inside the pool the
+    /// caller runs each operation itself, splitting it with the other threads only where it is
+    /// split, and one thread means no other thread at all. Work that other threads (a data
+    /// loader) hand to the pool runs on the remaining threads, and on the caller whenever it
+    /// waits inside a parallel operation.
     pub fn build_global(self) -> Result<(), ThreadPoolError> {
         self.builder()
+            .use_current_thread()
             .build_global()
             .map_err(|source| self.error(source))?;
         if self.flush_denormals {

@@ -32,6 +32,10 @@ pub struct EpochMetrics {
     /// should not grow from epoch to epoch.
     #[serde(default)]
     pub rss_mib: f64,
+    /// Samples per second of the epoch's evaluation (0 without an evaluation set); not in
+    /// `metrics.csv`.
+    #[serde(default)]
+    pub val_samples_per_sec: f64,
 }
 
 impl EpochMetrics {
@@ -218,6 +222,7 @@ impl EpochTally {
             samples_per_sec: self.seen as f64 / train_secs,
             train_secs,
             rss_mib: resident_memory().map_or(0.0, |m| m.current_mib),
+            val_samples_per_sec: eval.samples_per_sec,
         }
     }
 }
@@ -328,6 +333,7 @@ mod tests {
             samples_per_sec: 1000.0,
             train_secs: 60.0,
             rss_mib: 512.25,
+            val_samples_per_sec: 2000.0,
         };
         let csv = metrics_csv(&[m.clone(), EpochMetrics { epoch: 2, ..m }]);
         let lines: Vec<&str> = csv.lines().collect();

@@ -19,6 +19,9 @@ fn building_the_compute_pool_leaves_mxcsr_alone() {
         .build_global()
         .expect("nothing else in this process built the global pool");
     assert_eq!(control(mxcsr()), control(before), "the calling thread");
+    // The caller is the pool's first thread: its parallel loops run on it, not handed over.
+    assert_eq!(rayon::current_thread_index(), Some(0));
+    assert_eq!(rayon::current_num_threads(), 2);
     let workers = rayon::broadcast(|_| mxcsr());
     assert_eq!(workers.len(), 2);
     for worker in workers {
