@@ -7,8 +7,10 @@
 //! backbone at a tenth of the head's learning rate.
 //!
 //! The data set is found like every flint data set (`$FLINT_DATA`, `./data`, ...; see the
-//! README); MobileNetV2 must be in this build (`flint models` lists what is). Runs in seconds
-//! once the features are cached:
+//! README); `mobilenetv2.onnx` is read at run time from the model folders (`$FLINT_MODELS`,
+//! `./models`, ...; `flint models` lists where it was found), checked against the catalogue's
+//! SHA-256. Any other ONNX file works the same way: pass its path instead of the name. Runs in
+//! seconds once the features are cached:
 //!
 //! ```text
 //! cargo run --release --example finetune_folder

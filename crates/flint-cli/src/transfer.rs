@@ -10,10 +10,25 @@ use crate::{ComputeArgs, OptimArgs, OutputArgs};
 /// `flint finetune`.
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
-    /// Pretrained model: a name from `flint models`, a .pt/.pth/.safetensors file, or a
-    /// `flint train` run directory.
+    /// Pretrained model: a name from `flint models`, an .onnx file (read at run time and cut
+    /// before its classifier), a .pt/.pth/.safetensors file, or a `flint train` run directory.
     #[arg(long, required_unless_present = "resume")]
     pub pretrained: Option<String>,
+    /// ONNX: where to cut the network: `auto` (before its final Gemm/MatMul, the default) or
+    /// the name of a node (its output) or tensor (`flint models inspect FILE` shows them).
+    #[arg(long)]
+    pub cut: Option<String>,
+    /// ONNX: square input side in pixels (default: the file's declared input, else 224); the
+    /// evaluation resize is side x 256 / 224, as torchvision's.
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    /// ONNX: pixel normalisation: imagenet (default for RGB), inception (mean 0.5, std 0.5),
+    /// none, or MEANS/STDS with one value per channel, e.g. 0.485,0.456,0.406/0.229,0.224,0.225.
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// .pth/.safetensors: the architecture of a torchvision state dict.
+    #[arg(long)]
+    pub arch: Option<String>,
     /// Image folder: `train/<class>/*` and `val/<class>/*`, or `<class>/*` (split by
     /// --val-fraction).
     #[arg(long, required_unless_present = "resume")]
@@ -66,7 +81,7 @@ pub struct FinetuneArgs {
     /// Continue the fine-tuning run in this directory from its last checkpoint, with the
     /// configuration it was started with (flags that would change it are refused).
     #[arg(long, conflicts_with_all = [
-        "pretrained", "data", "strategy", "epochs", "batch_size", "optimizer", "lr", "momentum",
+        "pretrained", "cut", "input_size", "normalize", "arch", "data", "strategy", "epochs", "batch_size", "optimizer", "lr", "momentum",
         "nesterov", "weight_decay", "clip_grad_norm", "schedule", "warmup", "step_size", "gamma", "backbone_lr_factor", "head_dropout",
         "unfreeze_every", "groups", "freeze", "val_fraction", "no_augment", "seed", "workers",
         "output",
@@ -123,6 +138,10 @@ impl FinetuneArgs {
         if let Some(v) = self.workers {
             c.workers = v;
         }
+        c.cut = self.cut.clone();
+        c.input_size = self.input_size;
+        c.normalize = self.normalize.clone();
+        c.arch = self.arch.clone();
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)
     }
@@ -151,10 +170,40 @@ pub struct ModelsArgs {
     /// Also list this model's parameter names and shapes (the names --freeze matches).
     #[arg(long)]
     pub params: Option<String>,
+    /// Inspect a file instead of listing the catalogue.
+    #[command(subcommand)]
+    pub command: Option<ModelsCommand>,
+}
+
+/// `flint models <command>`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// What an ONNX file holds and how flint reads it: inputs, outputs, operators (and any flint
+    /// cannot run), parameter count, the automatic cut point and the feature size.
+    Inspect(InspectArgs),
+}
+
+/// `flint models inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The .onnx file (or a catalogue name such as mobilenetv2).
+    pub file: String,
+    /// Where to cut, as `flint finetune --cut` (default auto).
+    #[arg(long)]
+    pub cut: Option<String>,
+    /// Input side, as `flint finetune --input-size`.
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    /// Normalisation, as `flint finetune --normalize`.
+    #[arg(long)]
+    pub normalize: Option<String>,
 }
 
 /// Runs `flint models`.
 pub fn run_models(args: &ModelsArgs) -> Result<(), String> {
+    if let Some(ModelsCommand::Inspect(inspect)) = &args.command {
+        return run_inspect(inspect);
+    }
     println!("pretrained models (flint finetune --pretrained <name>):");
     for m in flint_transfer::available() {
         match &m.status {
@@ -168,6 +217,10 @@ pub fn run_models(args: &ModelsArgs) -> Result<(), String> {
             ),
         }
     }
+    println!(
+        "  {:<20} any ONNX file, read at run time (`flint models inspect FILE` shows how)",
+        "<file>.onnx"
+    );
     println!("\nmodel files searched in:");
     for (dir, why) in flint_transfer::pretrained::model_dirs() {
         println!("  {} ({why})", dir.display());
@@ -185,6 +238,118 @@ pub fn run_models(args: &ModelsArgs) -> Result<(), String> {
             println!("  {:<50} {:?}", info.path, info.shape);
         }
     }
+    Ok(())
+}
+
+/// Runs `flint models inspect FILE`.
+pub fn run_inspect(args: &InspectArgs) -> Result<(), String> {
+    let err = |e: flint_transfer::TransferError| e.to_string();
+    // A catalogue name inspects its verified file.
+    let path = match flint_transfer::pretrained::catalogue_files(&args.file) {
+        Some(files) if !std::path::Path::new(&args.file).exists() => {
+            flint_transfer::pretrained::find_model_file(files).map_err(err)?
+        }
+        _ => PathBuf::from(&args.file),
+    };
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return Err(format!(
+            "{}: flint models inspect reads ONNX files (.onnx); `flint models --params NAME` \
+             lists the parameters of other networks",
+            path.display()
+        ));
+    }
+    let info = flint_onnx::read_file_info(&path).map_err(|e| e.to_string())?;
+    let sha = flint_transfer::pretrained::file_sha256(&path).map_err(err)?;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!("{}", path.display());
+    println!(
+        "  {:.1} MB, SHA-256 {sha}{}",
+        size as f64 / 1e6,
+        if info.producer.is_empty() {
+            String::new()
+        } else {
+            format!(", written by {}", info.producer)
+        }
+    );
+    println!("inputs:");
+    for i in &info.inputs {
+        println!("  {} {}", i.name, i.shape_text());
+    }
+    println!("outputs:");
+    for o in &info.outputs {
+        println!("  {} {}", o.name, o.shape_text());
+    }
+    let nodes: usize = info.operators.iter().map(|(_, n)| n).sum();
+    let ops: Vec<String> = info
+        .operators
+        .iter()
+        .map(|(op, n)| format!("{op} x{n}"))
+        .collect();
+    println!(
+        "operators ({} kinds, {nodes} nodes): {}",
+        info.operators.len(),
+        ops.join(", ")
+    );
+    if !info.unsupported.is_empty() {
+        println!("unsupported ({} nodes):", info.unsupported.len());
+        for e in &info.unsupported {
+            println!("  {e}");
+        }
+        return Err(format!(
+            "{}: {} node(s) use operators or attributes flint cannot run (listed above)",
+            path.display(),
+            info.unsupported.len()
+        ));
+    }
+    println!("unsupported: none");
+    let device = burn::tensor::Device::flex();
+    let whole = flint_onnx::OnnxModel::load(&path, &device).map_err(|e| e.to_string())?;
+    let summary = whole.inspect();
+    println!("opset: {}", summary.opset);
+    println!("parameters: {}", summary.parameters);
+    match &summary.auto_cut {
+        Some((node, _)) => println!("automatic cut: before node {node}"),
+        None => println!("automatic cut: none (no Gemm or MatMul node; give --cut NAME)"),
+    }
+    let options = flint_transfer::PretrainedOptions {
+        cut: args.cut.clone().filter(|c| c != "auto"),
+        input_size: args.input_size,
+        normalize: args
+            .normalize
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(err)?,
+        arch: None,
+    };
+    let spec = path.display().to_string();
+    let p = flint_transfer::load_pretrained_with(&spec, &options, &device).map_err(err)?;
+    let source = p.source.as_ref();
+    println!(
+        "features: {} per image, read at tensor {}",
+        p.feature_dim,
+        source.and_then(|s| s.cut.as_deref()).unwrap_or("?")
+    );
+    match &p.classifier {
+        Some(c) => {
+            let [inputs, classes] = c.weight.dims();
+            println!("classifier cut off: linear {inputs} -> {classes}");
+        }
+        None => println!("classifier cut off: not a single linear layer"),
+    }
+    let n = &p.input.normalize;
+    println!(
+        "input for fine-tuning: {}x{}x{}, resize {} then centre crop, normalise mean {:?} std {:?}",
+        p.input.channels,
+        p.input.size,
+        p.input.size,
+        p.input.resize,
+        n.mean(),
+        n.std()
+    );
     Ok(())
 }
 

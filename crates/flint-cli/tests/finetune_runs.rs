@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-#[allow(dead_code)]
 mod common;
 use common::skip;
 
@@ -26,11 +25,7 @@ fn small_hymenoptera(dir: &Path) -> Option<PathBuf> {
         skip(&format!("{} is missing", data.display()));
         return None;
     }
-    let models = flint().args(["models"]).output().unwrap();
-    if !String::from_utf8_lossy(&models.stdout).contains("compiled in from") {
-        skip("no ONNX model compiled into this build (set FLINT_MODELS when building)");
-        return None;
-    }
+    common::model_file("mobilenetv2.onnx")?;
     let small = dir.join("images");
     for split in ["train", "val"] {
         for class in ["ants", "bees"] {

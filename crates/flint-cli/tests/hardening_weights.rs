@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 
-#[allow(dead_code)]
 mod common;
 use common::skip;
 

@@ -545,6 +545,7 @@ impl Experiment<'_> {
             class_names: None,
             weights_id: format!("random reference cnn, seed {seed}"),
             load_report: None,
+            source: None,
         }
     }
 
@@ -647,6 +648,7 @@ impl Experiment<'_> {
             class_names: None,
             weights_id: sha,
             load_report: None,
+            source: None,
         })
     }
 

@@ -31,6 +31,7 @@
 //! ```
 
 mod error;
+mod file_info;
 mod model;
 mod ops;
 pub mod parity;
@@ -38,6 +39,7 @@ mod proto;
 mod value;
 
 pub use error::OnnxError;
+pub use file_info::{Declared, FileInfo, load_with_info, read_file_info};
 pub use model::{Cut, CutPoint, OnnxModel, Summary};
 pub use proto::MAX_FILE_BYTES;
 pub use value::{FloatValue, IntValue, MAX_RANK, OnnxValue};

@@ -86,6 +86,10 @@ pub enum TransferError {
         /// What the model takes.
         expected: String,
     },
+    /// An ONNX file that cannot be read or run (flint-onnx's message names the node, operator
+    /// and attribute).
+    #[error(transparent)]
+    Onnx(#[from] flint_onnx::OnnxError),
 }
 
 /// A file flint-io refused or could not read: reported as flint-data reports it.

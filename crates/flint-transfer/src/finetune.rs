@@ -38,11 +38,12 @@ use flint_train::{
     write_run_files,
 };
 
+use crate::backbone::{Backbone, NormalizeSpec};
 use crate::cache::{CacheKey, CacheStatus, FeatureCache};
 use crate::error::TransferError;
 use crate::freeze;
 use crate::model::{Head, TransferModel};
-use crate::pretrained::{Pretrained, load_pretrained};
+use crate::pretrained::{Pretrained, PretrainedOptions, SourceRecord, load_pretrained_with};
 
 /// How much of the pretrained network trains.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -132,6 +133,15 @@ pub struct FinetuneConfig {
     /// Loader threads.
     #[config(default = 2)]
     pub workers: usize,
+    /// ONNX: where to cut the network (`auto`, the default: before its final `Gemm`/`MatMul`;
+    /// or a node or tensor name).
+    pub cut: Option<String>,
+    /// ONNX: square input side (default: the file's declared input, else 224).
+    pub input_size: Option<u32>,
+    /// ONNX: `imagenet` (default for RGB), `inception`, `none` or `MEANS/STDS`.
+    pub normalize: Option<String>,
+    /// `.pth`/`.safetensors`: the architecture of a torchvision state dict (`resnet18`, ...).
+    pub arch: Option<String>,
 }
 
 impl FinetuneConfig {
@@ -166,7 +176,35 @@ impl FinetuneConfig {
             regex::Regex::new(p)
                 .map_err(|e| TransferError::Invalid(format!("bad freeze pattern `{p}`: {e}")))?;
         }
+        self.pretrained_options()?;
         Ok(())
+    }
+
+    /// `cut`, `input_size`, `normalize` and `arch` as [`load_pretrained_with`] takes them.
+    ///
+    /// # Errors
+    /// An input size of 0, an empty cut name, a normalisation that does not parse.
+    pub fn pretrained_options(&self) -> Result<PretrainedOptions, TransferError> {
+        if self.input_size == Some(0) {
+            return Err(TransferError::Invalid(
+                "input size must be at least 1 pixel, got 0".into(),
+            ));
+        }
+        if self.cut.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(TransferError::Invalid(
+                "the cut point is empty: give auto or a node or tensor name".into(),
+            ));
+        }
+        Ok(PretrainedOptions {
+            cut: self.cut.clone().filter(|c| c != "auto"),
+            input_size: self.input_size,
+            normalize: self
+                .normalize
+                .as_deref()
+                .map(str::parse::<NormalizeSpec>)
+                .transpose()?,
+            arch: self.arch.clone(),
+        })
     }
 }
 
@@ -243,13 +281,21 @@ pub fn resume(run_dir: &Path, options: &FinetuneOptions) -> Result<FinetuneOutco
             saved.classes
         )));
     }
-    let pretrained = load_pretrained(&config.pretrained, &options.device.clone().autodiff())?;
+    let pretrained = load_for_run(
+        config,
+        saved.source.as_ref(),
+        &options.device.clone().autodiff(),
+    )?;
     data.check_input(&pretrained.input)?;
     let options = FinetuneOptions {
         output: Some(run_dir.to_path_buf()),
         ..options.clone()
     };
-    RunContext::begin(config, &data, &options, true)?.run(pretrained, &options, Instant::now())
+    RunContext::begin(config, &data, &options, true, None)?.run(
+        pretrained,
+        &options,
+        Instant::now(),
+    )
 }
 
 /// Runs a fine-tuning run on data already loaded.
@@ -262,11 +308,31 @@ pub fn finetune_on(
     config.validate()?;
     // Everything that can fail on the user's input fails before the run directory exists, so a
     // corrected command can reuse the same --output.
-    let pretrained = load_pretrained(&config.pretrained, &options.device.clone().autodiff())?;
+    let pretrained = load_pretrained_with(
+        &config.pretrained,
+        &config.pretrained_options()?,
+        &options.device.clone().autodiff(),
+    )?;
     data.check_input(&pretrained.input)?;
-    let run = RunContext::begin(config, data, options, false)?;
+    let run = RunContext::begin(config, data, options, false, pretrained.source.clone())?;
     if let Some(report) = &pretrained.load_report {
         run.progress.info(&report.to_string());
+    }
+    if let Some(s) = pretrained.source.as_ref().filter(|s| s.cut.is_some()) {
+        run.progress.info(&format!(
+            "{} (SHA-256 {}): features at {} ({} per image); input {}x{}x{}, resize {}, mean \
+             {:?}, std {:?}",
+            s.file.display(),
+            s.sha256,
+            s.cut.as_deref().unwrap_or_default(),
+            pretrained.feature_dim,
+            s.channels,
+            s.size,
+            s.size,
+            s.resize,
+            s.mean,
+            s.std
+        ));
     }
     run.run(pretrained, options, start)
 }
@@ -283,7 +349,8 @@ pub fn finetune_with(
     let start = Instant::now();
     config.validate()?;
     data.check_input(&pretrained.input)?;
-    RunContext::begin(config, data, options, false)?.run(pretrained, options, start)
+    RunContext::begin(config, data, options, false, pretrained.source.clone())?
+        .run(pretrained, options, start)
 }
 
 /// `config.json` of a fine-tuning run: the configuration and the class names.
@@ -293,6 +360,42 @@ pub struct RunConfig {
     pub finetune: FinetuneConfig,
     /// Class names of the new head, in index order.
     pub classes: Vec<String>,
+    /// The weight file the backbone was read from and how (absent for a `flint train` run
+    /// directory and in runs of older flint versions).
+    #[serde(default)]
+    pub source: Option<SourceRecord>,
+}
+
+/// The backbone of a run, rebuilt from the file it was made from: the file must still be there
+/// with the SHA-256 the run recorded, and read the same way.
+pub(crate) fn load_for_run(
+    config: &FinetuneConfig,
+    record: Option<&SourceRecord>,
+    device: &Device,
+) -> Result<Pretrained, TransferError> {
+    let options = config.pretrained_options()?;
+    let Some(record) = record else {
+        return load_pretrained_with(&config.pretrained, &options, device);
+    };
+    // A catalogue name is found again (it may sit elsewhere on this machine); a path is the
+    // absolute one recorded, so the run can be read from any working directory.
+    let catalogue = crate::pretrained::catalogue_files(&config.pretrained);
+    let by_name = catalogue.is_some() && !Path::new(&config.pretrained).exists();
+    let file = match catalogue.filter(|_| by_name) {
+        Some(files) => crate::pretrained::find_model_file(files)?,
+        None => record.file.clone(),
+    };
+    record.check_file(&file)?;
+    let spec = if by_name {
+        config.pretrained.clone()
+    } else {
+        file.display().to_string()
+    };
+    let pretrained = load_pretrained_with(&spec, &options, device)?;
+    if let Some(rebuilt) = &pretrained.source {
+        record.check_same(rebuilt)?;
+    }
+    Ok(pretrained)
 }
 
 impl Classify for TransferModel {
@@ -321,6 +424,7 @@ impl<'a> RunContext<'a> {
         data: &'a TransferData,
         options: &FinetuneOptions,
         resume: bool,
+        source: Option<SourceRecord>,
     ) -> Result<Self, TransferError> {
         config.validate()?;
         let run_dir = options.output.clone().unwrap_or_else(|| {
@@ -332,6 +436,7 @@ impl<'a> RunContext<'a> {
             let run_config = RunConfig {
                 finetune: config.clone(),
                 classes: data.class_names(),
+                source,
             };
             let json = serde_json::to_vec_pretty(&run_config)
                 .map_err(|e| TransferError::Invalid(e.to_string()))?;
@@ -418,7 +523,9 @@ impl<'a> RunContext<'a> {
             input.normalize.mean(),
             input.normalize.std()
         );
-        let model_id = format!("{} {}", pretrained.name, pretrained.weights_id);
+        // The weights (for ONNX: the file's SHA-256 and the cut), whatever name they were
+        // asked by; the input spec is in `transform`.
+        let model_id = pretrained.weights_id.clone();
         let mut features = Vec::new();
         for val in [false, true] {
             let key = CacheKey {
@@ -515,7 +622,7 @@ impl<'a> RunContext<'a> {
             backbone: pretrained.backbone,
         };
         let backbone_group: ParamGroup = freeze::group(&model, r"^backbone\.")?;
-        let stages = backbone_stages(&model, config.groups);
+        let stages = backbone_groups(&model, config.groups);
         let train = SplitBatches {
             data: self.data,
             val: false,
@@ -651,15 +758,21 @@ impl<'a> RunContext<'a> {
     }
 }
 
-/// Splits the backbone's parameters, in declaration order (input to output), into `groups`
-/// contiguous groups of about the same number of tensors, each as a pattern matching exactly
-/// its paths.
-fn backbone_stages(model: &TransferModel, groups: usize) -> Vec<String> {
-    let paths: Vec<String> = freeze::parameters(model)
+/// The groups gradual unfreezing trains from the top down: the backbone's parameters, from the
+/// input to the output (declaration order; an ONNX backbone's in the order its graph uses
+/// them), split into `groups` contiguous groups of about the same number of tensors, each as a
+/// pattern matching exactly its paths.
+pub fn backbone_groups(model: &TransferModel, groups: usize) -> Vec<String> {
+    let mut paths: Vec<String> = freeze::parameters(model)
         .into_iter()
         .filter(|p| p.path.starts_with("backbone."))
         .map(|p| p.path)
         .collect();
+    // An ONNX module lists batch norm tensors after the others: order them as the graph
+    // uses them, so each group is a contiguous stretch of the network.
+    if let Backbone::Onnx(onnx) = &model.backbone {
+        paths.sort_by_key(|p| onnx.order_of(p.strip_prefix("backbone.Onnx.").unwrap_or(p)));
+    }
     let groups = groups.min(paths.len()).max(1);
     let size = paths.len().div_ceil(groups);
     paths

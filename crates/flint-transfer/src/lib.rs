@@ -1,9 +1,10 @@
 //! Transfer learning for flint: take a network pretrained elsewhere and reuse it on a small
 //! new data set.
 //!
-//! - Weights in: ONNX networks compiled in by `flint-pretrained` (burn-onnx), and PyTorch /
-//!   safetensors files loaded into flint's own definitions ([`load_weights`], with a report of
-//!   what was loaded, missing and unused).
+//! - Weights in: any ONNX file read at run time into a trainable burn module (flint-onnx) and
+//!   cut before its classifier ([`onnx`]; the catalogue's `mobilenetv2` and
+//!   `efficientnet-lite0` are such files), and PyTorch / safetensors files loaded into flint's
+//!   own definitions ([`load_weights`], with a report of what was loaded, missing and unused).
 //! - Reuse: a [`Backbone`] with a new [`Head`] ([`TransferModel`]), freezing and unfreezing by
 //!   name pattern ([`freeze`]), per-group learning rates and gradual unfreezing
 //!   ([`finetune`]), cached feature extraction ([`cache`]).
@@ -54,9 +55,10 @@ pub mod finetune;
 pub mod freeze;
 pub mod load;
 pub mod model;
+pub mod onnx;
 pub mod pretrained;
 
-pub use backbone::{Backbone, InputSpec};
+pub use backbone::{Backbone, InputSpec, NormalizeSpec};
 pub use cache::{CacheKey, CacheStatus, FeatureCache, Features, Stale};
 pub use error::TransferError;
 pub use finetune::{
@@ -65,4 +67,8 @@ pub use finetune::{
 };
 pub use load::{LoadOptions, LoadReport, load_weights};
 pub use model::{Head, TransferModel};
-pub use pretrained::{ModelEntry, Pretrained, Unavailable, available, load_pretrained};
+pub use onnx::{OnnxBackbone, OnnxOptions};
+pub use pretrained::{
+    ModelEntry, Pretrained, PretrainedOptions, SourceRecord, Unavailable, available,
+    load_pretrained, load_pretrained_with,
+};

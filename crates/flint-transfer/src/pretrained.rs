@@ -12,12 +12,14 @@ use std::time::SystemTime;
 use burn::nn::Linear;
 use burn::tensor::Device;
 use flint_data::Normalize;
-use flint_models::MnistCnnBnConfig;
+use flint_models::{MnistCnnBnConfig, ResNetArch, ResNetConfig};
 use flint_pretrained::catalog::{self, FileKind};
+use serde::{Deserialize, Serialize};
 
-use crate::backbone::{Backbone, InputSpec, linear_from_pytorch};
+use crate::backbone::{Backbone, InputSpec, NormalizeSpec};
 use crate::error::TransferError;
 use crate::load::{LoadOptions, LoadReport, load_weights};
+use crate::onnx::{OnnxOptions, load_onnx};
 
 /// A backbone ready for a new head.
 #[derive(Debug)]
@@ -38,6 +40,165 @@ pub struct Pretrained {
     pub weights_id: String,
     /// How the weights were loaded, for files.
     pub load_report: Option<LoadReport>,
+    /// The weight file and how it was read, recorded in a run so `flint predict` and
+    /// `flint eval` rebuild the same network (`None` for a `flint train` run directory).
+    pub source: Option<SourceRecord>,
+}
+
+/// How `--pretrained` is read beyond its name: `--cut`, `--input-size` and `--normalize` for
+/// ONNX files, `--arch` for PyTorch state dicts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PretrainedOptions {
+    /// ONNX: where to cut (`None` or `auto`: before the final `Gemm`/`MatMul`).
+    pub cut: Option<String>,
+    /// ONNX: square input side (default: the file's, else 224).
+    pub input_size: Option<u32>,
+    /// ONNX: normalisation (default: ImageNet's for RGB inputs).
+    pub normalize: Option<NormalizeSpec>,
+    /// `.pth`/`.safetensors`: the architecture whose torchvision names the file uses.
+    pub arch: Option<String>,
+}
+
+impl PretrainedOptions {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn onnx(&self) -> OnnxOptions {
+        OnnxOptions {
+            cut: self.cut.clone(),
+            input_size: self.input_size,
+            normalize: self.normalize.clone(),
+        }
+    }
+
+    /// Refuses the ONNX options for a network that is not an ONNX file.
+    fn no_onnx_options(&self, spec: &str) -> Result<(), TransferError> {
+        let given: Vec<&str> = [
+            ("--cut", self.cut.is_some()),
+            ("--input-size", self.input_size.is_some()),
+            ("--normalize", self.normalize.is_some()),
+        ]
+        .iter()
+        .filter(|(_, g)| *g)
+        .map(|(n, _)| *n)
+        .collect();
+        if given.is_empty() {
+            Ok(())
+        } else {
+            Err(TransferError::Invalid(format!(
+                "{} appl{} to ONNX networks only; `{spec}` is not one",
+                given.join(", "),
+                if given.len() == 1 { "ies" } else { "y" }
+            )))
+        }
+    }
+}
+
+/// The weight file a run was made from and how it was read: written into a fine-tuning run's
+/// `config.json`, checked when the run is read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// The file, as an absolute path.
+    pub file: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// ONNX: the tensor the features are read from.
+    pub cut: Option<String>,
+    /// State dicts: the architecture the weights were loaded into.
+    pub arch: Option<String>,
+    /// Input channels.
+    pub channels: usize,
+    /// Input side.
+    pub size: u32,
+    /// Resize before the centre crop.
+    pub resize: u32,
+    /// Normalisation means.
+    pub mean: Vec<f32>,
+    /// Normalisation standard deviations.
+    pub std: Vec<f32>,
+}
+
+impl SourceRecord {
+    fn new(file: &Path, sha256: String, input: &InputSpec) -> Self {
+        Self {
+            file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
+            sha256,
+            cut: None,
+            arch: None,
+            channels: input.channels,
+            size: input.size,
+            resize: input.resize,
+            mean: input.normalize.mean().to_vec(),
+            std: input.normalize.std().to_vec(),
+        }
+    }
+
+    /// Checks that the file is still there with the same contents, before it is read again.
+    ///
+    /// # Errors
+    /// [`TransferError::Unavailable`] naming the file and both checksums.
+    pub fn check_file(&self, found: &Path) -> Result<(), TransferError> {
+        if std::fs::symlink_metadata(found).is_err() {
+            return Err(TransferError::Unavailable(format!(
+                "the run was made from {} (SHA-256 {}), which is missing; put that file back \
+                 to rebuild the network",
+                found.display(),
+                self.sha256
+            )));
+        }
+        let now = file_sha256(found)?;
+        if !now.eq_ignore_ascii_case(&self.sha256) {
+            return Err(TransferError::Unavailable(format!(
+                "{} has changed since the run was made from it (SHA-256 now {now}, the run's \
+                 {}): the network cannot be rebuilt as it was trained; restore the original \
+                 file",
+                found.display(),
+                self.sha256
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that the network rebuilt from the file reads the same inputs and features.
+    ///
+    /// # Errors
+    /// [`TransferError::Invalid`] saying what differs.
+    pub fn check_same(&self, rebuilt: &SourceRecord) -> Result<(), TransferError> {
+        let a = (&self.cut, &self.arch, self.channels, self.size, self.resize);
+        let b = (
+            &rebuilt.cut,
+            &rebuilt.arch,
+            rebuilt.channels,
+            rebuilt.size,
+            rebuilt.resize,
+        );
+        if a != b || self.mean != rebuilt.mean || self.std != rebuilt.std {
+            return Err(TransferError::Invalid(format!(
+                "{}: the network rebuilt now differs from the run's (run: cut {:?}, arch {:?}, \
+                 input {}x{}x{} resize {} mean {:?} std {:?}; now: cut {:?}, arch {:?}, input \
+                 {}x{}x{} resize {} mean {:?} std {:?})",
+                self.file.display(),
+                self.cut,
+                self.arch,
+                self.channels,
+                self.size,
+                self.size,
+                self.resize,
+                self.mean,
+                self.std,
+                rebuilt.cut,
+                rebuilt.arch,
+                rebuilt.channels,
+                rebuilt.size,
+                rebuilt.size,
+                rebuilt.resize,
+                rebuilt.mean,
+                rebuilt.std
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One row of `flint models`.
@@ -51,22 +212,16 @@ pub struct ModelEntry {
     pub status: Result<String, Unavailable>,
 }
 
-/// Why a pretrained network cannot be used in this build.
+/// Why a pretrained network cannot be used on this machine.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Unavailable {
-    /// Its ONNX model was not compiled in (the build script's reason: file not found, checksum).
-    #[error("{0}")]
-    NotCompiled(&'static str),
-    /// The file is not in flint-pretrained's catalogue.
-    #[error("{0} is not in the catalogue")]
-    NotInCatalogue(String),
     /// Its weight file is missing, unreadable or not the catalogued one (shared, so entries can
     /// be cloned).
     #[error(transparent)]
     Weights(Arc<TransferError>),
 }
 
-/// The ONNX networks, with their compiled-in status.
+/// The catalogue's ONNX networks: name, file, description.
 const ONNX: &[(&str, &str, &str)] = &[
     (
         "mobilenetv2",
@@ -87,7 +242,9 @@ pub fn available() -> Vec<ModelEntry> {
         .map(|(name, file, description)| ModelEntry {
             name,
             description,
-            status: compiled_status(file).map(|p| format!("compiled in from {p}")),
+            status: find_model_file(&[file])
+                .map(|p| p.display().to_string())
+                .map_err(|e| Unavailable::Weights(Arc::new(e))),
         })
         .collect();
     rows.push(ModelEntry {
@@ -105,14 +262,6 @@ pub fn available() -> Vec<ModelEntry> {
             .map_err(|e| Unavailable::Weights(Arc::new(e))),
     });
     rows
-}
-
-fn compiled_status(file: &str) -> Result<String, Unavailable> {
-    flint_pretrained::BUILD_STATUS
-        .iter()
-        .find(|(f, _)| *f == file)
-        .map(|(_, s)| s.map(str::to_string).map_err(Unavailable::NotCompiled))
-        .unwrap_or_else(|| Err(Unavailable::NotInCatalogue(file.to_string())))
 }
 
 /// The folders searched at run time: `$FLINT_MODELS`, `./models`, `~/.cache/flint/models`.
@@ -218,7 +367,8 @@ pub fn check_spec(spec: &str) -> Result<(), TransferError> {
 
 fn unknown(spec: &str) -> TransferError {
     TransferError::Invalid(format!(
-        "unknown pretrained model `{spec}`: not a known name ({}), a weight file or a run directory",
+        "unknown pretrained model `{spec}`: not a known name ({}), an existing .onnx or weight \
+         file, or a run directory",
         available()
             .iter()
             .map(|m| m.name)
@@ -227,22 +377,89 @@ fn unknown(spec: &str) -> TransferError {
     ))
 }
 
-/// Loads a backbone: a name from [`available`], a `.pt`/`.pth`/`.safetensors` file of a known
-/// architecture (`mnist-cnn-bn`), or the run directory of a `flint train` run.
+/// The files a catalogue name is read from, in order of preference.
+pub fn catalogue_files(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "mobilenetv2" => Some(&["mobilenetv2.onnx"]),
+        "efficientnet-lite0" => Some(&["efficientnet-lite0.onnx"]),
+        "efficientnet-lite0-torch" => Some(&["efficientnet-lite0.pth"]),
+        "mnist-cnn-bn" => Some(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"]),
+        _ => None,
+    }
+}
+
+/// Loads a backbone: a name from [`available`], an `.onnx` file, a `.pt`/`.pth`/`.safetensors`
+/// file of a known architecture (`mnist-cnn-bn`), or the run directory of a `flint train` run.
 pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, TransferError> {
+    load_pretrained_with(spec, &PretrainedOptions::default(), device)
+}
+
+/// [`load_pretrained`] with `--cut`, `--input-size`, `--normalize` (ONNX) and `--arch` (state
+/// dicts). An option that does not apply to the network named is an error.
+pub fn load_pretrained_with(
+    spec: &str,
+    options: &PretrainedOptions,
+    device: &Device,
+) -> Result<Pretrained, TransferError> {
     let path = Path::new(spec);
     if path.join("config.json").is_file() {
+        if !options.is_default() {
+            return Err(TransferError::Invalid(format!(
+                "--cut, --input-size, --normalize and --arch do not apply to a flint train run \
+                 directory ({spec})"
+            )));
+        }
         return from_run(path, device);
     }
+    let is_onnx = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if let Some(arch) = &options.arch
+        && (is_onnx || ONNX.iter().any(|(n, _, _)| *n == spec))
+    {
+        return Err(TransferError::Invalid(format!(
+            "--arch {arch} applies to .pth/.safetensors state dicts; `{spec}` is an ONNX network, \
+             which carries its own architecture"
+        )));
+    }
+    if let Some((name, file, _)) = ONNX.iter().find(|(n, _, _)| *n == spec) {
+        let found = find_model_file(&[*file])?;
+        let mut options = options.onnx();
+        if *name == "efficientnet-lite0" && options.normalize.is_none() {
+            // (x * 255 - 127) / 128 on [0, 1] pixels.
+            options.normalize = Some(NormalizeSpec::Custom {
+                mean: vec![127.0 / 255.0; 3],
+                std: vec![128.0 / 255.0; 3],
+            });
+        }
+        return onnx_pretrained(name, &found, &options, device);
+    }
+    if is_onnx && path.exists() {
+        return onnx_pretrained(spec, path, &options.onnx(), device);
+    }
+    options.no_onnx_options(spec)?;
+    if let Some(arch) = &options.arch {
+        let arch: ResNetArch = arch
+            .parse()
+            .map_err(|e: flint_models::ModelConfigError| TransferError::Invalid(e.to_string()))?;
+        if catalogue_files(spec).is_some() {
+            return Err(TransferError::Invalid(format!(
+                "--arch {arch} applies to a state-dict file given by its path; `{spec}` names \
+                 a network of its own"
+            )));
+        }
+        if !path.exists() {
+            return Err(unknown(spec));
+        }
+        return resnet(spec, path, arch, device);
+    }
     match spec {
-        "mobilenetv2" => onnx_mobilenetv2(device),
-        "efficientnet-lite0" => onnx_efficientnet(device),
         "efficientnet-lite0-torch" => {
-            let file = find_model_file(&["efficientnet-lite0.pth"])?;
+            let file = find_model_file(catalogue_files(spec).unwrap_or_default())?;
             efficientnet_torch(spec, &file, device)
         }
         "mnist-cnn-bn" => {
-            let file = find_model_file(&["mnist-cnn-bn.safetensors", "mnist-cnn-bn.pt"])?;
+            let file = find_model_file(catalogue_files(spec).unwrap_or_default())?;
             mnist_cnn_bn(spec, &file, device)
         }
         // Any existing path but a directory: a FIFO or a device named like a weight file gets
@@ -258,9 +475,10 @@ pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, Transf
                 efficientnet_torch(spec, path, device)
             } else {
                 Err(TransferError::Invalid(format!(
-                    "{spec}: cannot tell which architecture this weight file is for; flint \
-                     loads PyTorch/safetensors weights of mnist-cnn-bn (mnist-cnn-bn.*) and \
-                     efficientnet-lite0 (efficientnet-lite0.*)"
+                    "{spec}: cannot tell which architecture this weight file is for; give \
+                     --arch resnet18, resnet34 or resnet50 for a torchvision ResNet state dict \
+                     (flint also reads any .onnx network, and PyTorch/safetensors weights of \
+                     mnist-cnn-bn (mnist-cnn-bn.*) and efficientnet-lite0 (efficientnet-lite0.*))"
                 )))
             }
         }
@@ -268,17 +486,31 @@ pub fn load_pretrained(spec: &str, device: &Device) -> Result<Pretrained, Transf
     }
 }
 
-#[cfg_attr(
-    all(flint_model_mobilenetv2, flint_model_efficientnet_lite0),
-    allow(dead_code)
-)]
-fn unavailable(name: &str, file: &str) -> TransferError {
-    let why = compiled_status(file)
-        .err()
-        .map_or_else(String::new, |e| e.to_string());
-    TransferError::Unavailable(format!(
-        "pretrained model `{name}` is not compiled into this build: {why}"
-    ))
+/// An ONNX file, cut before its classifier.
+fn onnx_pretrained(
+    name: &str,
+    file: &Path,
+    options: &OnnxOptions,
+    device: &Device,
+) -> Result<Pretrained, TransferError> {
+    let sha = file_sha256(file)?;
+    let loaded = load_onnx(file, options, device)?;
+    let feature_dim = loaded.backbone.feature_dim();
+    let cut = loaded.backbone.feature_tensor().to_string();
+    let classes = loaded.classifier.as_ref().map(|l| l.weight.dims()[1]);
+    let mut source = SourceRecord::new(file, sha.clone(), &loaded.input);
+    source.cut = Some(cut.clone());
+    Ok(Pretrained {
+        name: name.into(),
+        backbone: Backbone::Onnx(loaded.backbone),
+        input: loaded.input,
+        feature_dim,
+        classifier: loaded.classifier,
+        class_names: (classes == Some(1000)).then(imagenet_labels).flatten(),
+        weights_id: format!("onnx {sha} cut {cut}"),
+        load_report: None,
+        source: Some(source),
+    })
 }
 
 fn imagenet_labels() -> Option<Vec<String>> {
@@ -292,95 +524,58 @@ fn imagenet_labels() -> Option<Vec<String>> {
     (names.len() == 1000).then_some(names)
 }
 
-#[cfg_attr(
-    not(any(flint_model_mobilenetv2, flint_model_efficientnet_lite0)),
-    allow(dead_code)
-)]
-fn classifier_from_bytes(bytes: &[u8], shape: [usize; 2], device: &Device) -> Linear {
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let (w, b) = values.split_at(shape[0] * shape[1]);
-    linear_from_pytorch(w, b, shape, device)
-}
-
-#[cfg(flint_model_mobilenetv2)]
-fn onnx_mobilenetv2(device: &Device) -> Result<Pretrained, TransferError> {
-    use flint_pretrained::mobilenetv2 as m;
-    Ok(Pretrained {
-        name: "mobilenetv2".into(),
-        backbone: Backbone::MobileNetV2(m::Model::from_embedded(device)),
-        input: InputSpec::imagenet(),
-        feature_dim: m::CLASSIFIER_SHAPE[1],
-        classifier: Some(classifier_from_bytes(
-            m::CLASSIFIER,
-            m::CLASSIFIER_SHAPE,
-            device,
-        )),
-        class_names: imagenet_labels(),
-        weights_id: catalog::catalog_file("mobilenetv2.onnx")
-            .map(|f| f.sha256.to_string())
-            .unwrap_or_default(),
-        load_report: None,
-    })
-}
-
-#[cfg(not(flint_model_mobilenetv2))]
-fn onnx_mobilenetv2(_device: &Device) -> Result<Pretrained, TransferError> {
-    Err(unavailable("mobilenetv2", "mobilenetv2.onnx"))
-}
-
-#[cfg(flint_model_efficientnet_lite0)]
-fn onnx_efficientnet(device: &Device) -> Result<Pretrained, TransferError> {
-    use flint_pretrained::efficientnet_lite0 as m;
-    // (x * 255 - 127) / 128 on [0, 1] pixels.
-    let normalize = Normalize::new(vec![127.0 / 255.0; 3], vec![128.0 / 255.0; 3])?;
-    Ok(Pretrained {
-        name: "efficientnet-lite0".into(),
-        backbone: Backbone::EfficientNetLite0Onnx(m::Model::from_embedded(device)),
-        input: InputSpec {
-            normalize,
-            ..InputSpec::imagenet()
-        },
-        feature_dim: m::CLASSIFIER_SHAPE[1],
-        classifier: Some(classifier_from_bytes(
-            m::CLASSIFIER,
-            m::CLASSIFIER_SHAPE,
-            device,
-        )),
-        class_names: imagenet_labels(),
-        weights_id: catalog::catalog_file("efficientnet-lite0.onnx")
-            .map(|f| f.sha256.to_string())
-            .unwrap_or_default(),
-        load_report: None,
-    })
-}
-
-#[cfg(not(flint_model_efficientnet_lite0))]
-fn onnx_efficientnet(_device: &Device) -> Result<Pretrained, TransferError> {
-    Err(unavailable("efficientnet-lite0", "efficientnet-lite0.onnx"))
-}
-
 fn mnist_cnn_bn(name: &str, file: &Path, device: &Device) -> Result<Pretrained, TransferError> {
     let model = MnistCnnBnConfig::new()
         .try_init(device)
         .map_err(|e| TransferError::Invalid(e.to_string()))?;
     let (model, report) = load_weights(model, file, &LoadOptions::new())?;
     let classifier = model.fc2.clone();
+    let input = InputSpec {
+        channels: 1,
+        size: 28,
+        resize: 28,
+        normalize: Normalize::new(vec![0.1307], vec![0.3081])?,
+    };
+    let sha = file_sha256(file)?;
     Ok(Pretrained {
         name: name.into(),
         feature_dim: 32,
-        input: InputSpec {
-            channels: 1,
-            size: 28,
-            resize: 28,
-            normalize: Normalize::new(vec![0.1307], vec![0.3081])?,
-        },
+        source: Some(SourceRecord::new(file, sha.clone(), &input)),
+        input,
         classifier: Some(classifier),
         class_names: Some((0..10).map(|d| d.to_string()).collect()),
-        weights_id: file_sha256(file)?,
+        weights_id: sha,
         backbone: Backbone::MnistCnnBn(model),
+        load_report: Some(report),
+    })
+}
+
+/// A torchvision ResNet state dict (`resnet18-f37072fd.pth`) in flint's definition.
+fn resnet(
+    name: &str,
+    file: &Path,
+    arch: ResNetArch,
+    device: &Device,
+) -> Result<Pretrained, TransferError> {
+    let model = ResNetConfig::new(arch)
+        .try_init(device)
+        .map_err(|e| TransferError::Invalid(e.to_string()))?;
+    let (model, report) = load_weights(model, file, &LoadOptions::new())?;
+    let classifier = model.fc.clone();
+    let classes = model.num_classes();
+    let input = InputSpec::imagenet();
+    let sha = file_sha256(file)?;
+    let mut source = SourceRecord::new(file, sha.clone(), &input);
+    source.arch = Some(arch.to_string());
+    Ok(Pretrained {
+        name: name.into(),
+        feature_dim: model.feature_dim(),
+        source: Some(source),
+        input,
+        classifier: Some(classifier),
+        class_names: (classes == 1000).then(imagenet_labels).flatten(),
+        weights_id: format!("{arch} {sha}"),
+        backbone: Backbone::ResNet(model),
         load_report: Some(report),
     })
 }
@@ -395,16 +590,19 @@ fn efficientnet_torch(
         .map_err(|e| TransferError::Invalid(e.to_string()))?;
     let (model, report) = load_weights(model, file, &LoadOptions::new())?;
     let classifier = model._fc.clone();
+    let input = InputSpec {
+        normalize: Normalize::new(vec![127.0 / 255.0; 3], vec![128.0 / 255.0; 3])?,
+        ..InputSpec::imagenet()
+    };
+    let sha = file_sha256(file)?;
     Ok(Pretrained {
         name: name.into(),
         feature_dim: 1280,
-        input: InputSpec {
-            normalize: Normalize::new(vec![127.0 / 255.0; 3], vec![128.0 / 255.0; 3])?,
-            ..InputSpec::imagenet()
-        },
+        source: Some(SourceRecord::new(file, sha.clone(), &input)),
+        input,
         classifier: Some(classifier),
         class_names: imagenet_labels(),
-        weights_id: file_sha256(file)?,
+        weights_id: sha,
         backbone: Backbone::EfficientNetLite0(model),
         load_report: Some(report),
     })
@@ -450,6 +648,7 @@ fn from_run(dir: &Path, device: &Device) -> Result<Pretrained, TransferError> {
         class_names: None,
         weights_id,
         load_report: None,
+        source: None,
     })
 }
 

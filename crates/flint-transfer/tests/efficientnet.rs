@@ -1,11 +1,9 @@
 //! EfficientNet-Lite0 from its PyTorch state dict (`efficientnet-lite0.pth`) into flint's own
-//! definition, checked against the ONNX export of the same network that flint-pretrained
-//! compiles in: the pooled features and the logits must agree within 1e-4 on real images.
+//! definition, checked against the ONNX export of the same network read at run time
+//! (`--pretrained efficientnet-lite0`: cut before its classifier, the classifier kept as a
+//! linear layer): the pooled features and the logits must agree within 1e-4 on real images.
 //!
-//! The `.pth` part runs whenever the file is there. The ONNX comparison needs the generated
-//! module, which exists only when flint-pretrained's build found the ONNX file (`FLINT_MODELS`);
-//! this crate's build script turns that into the `flint_model_efficientnet_lite0` cfg.
-//! Missing data skips with a printed reason, or fails when `FLINT_REQUIRE_DATA=1`.
+//! Missing files skip with a printed reason, or fail when `FLINT_REQUIRE_DATA=1`.
 
 mod common;
 
@@ -119,26 +117,9 @@ fn efficientnet_lite0_from_pth_classifies_samples() {
 
 #[test]
 fn efficientnet_lite0_matches_onnx() {
-    let status = flint_pretrained::BUILD_STATUS
-        .iter()
-        .find(|(file, _)| *file == "efficientnet-lite0.onnx")
-        .map(|(_, status)| *status)
-        .expect("flint-pretrained lists efficientnet-lite0.onnx");
-    if let Err(reason) = status {
-        return skip(&format!(
-            "flint-pretrained was built without the ONNX model: {reason}"
-        ));
+    if !models_dir().join("efficientnet-lite0.onnx").is_file() {
+        return skip("efficientnet-lite0.onnx not found; set FLINT_MODELS");
     }
-    #[cfg(not(flint_model_efficientnet_lite0))]
-    skip("flint-pretrained reports the ONNX model, but its module was not compiled in");
-    #[cfg(flint_model_efficientnet_lite0)]
-    compare_with_onnx();
-}
-
-#[cfg(flint_model_efficientnet_lite0)]
-fn compare_with_onnx() {
-    use flint_pretrained::efficientnet_lite0::{CLASSIFIER, CLASSIFIER_SHAPE, Model};
-
     let setup = match setup() {
         Ok(s) => s,
         Err(missing) => return skip(&missing.to_string()),
@@ -149,21 +130,14 @@ fn compare_with_onnx() {
         (a - b).abs().max().into_scalar()
     };
     let device = &setup.images.device();
-    let onnx = Model::from_embedded(device);
+    let onnx = flint_transfer::load_pretrained("efficientnet-lite0", device).unwrap();
+    assert_eq!(onnx.feature_dim, 1280);
+    assert_eq!(onnx.input.normalize.mean(), [127.0 / 255.0; 3]);
 
     // ONNX: pooled features, then the classifier kept beside the cut graph.
-    let onnx_features: Tensor<2> = onnx.forward(setup.images.clone());
-    let [classes, width] = CLASSIFIER_SHAPE;
-    assert_eq!([classes, width], [1000, 1280]);
-    let floats: Vec<f32> = CLASSIFIER
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    assert_eq!(floats.len(), classes * width + classes);
-    let (weight, bias) = floats.split_at(classes * width);
-    let weight = Tensor::<2>::from_data(TensorData::new(weight.to_vec(), [classes, width]), device);
-    let bias = Tensor::<1>::from_data(TensorData::new(bias.to_vec(), [classes]), device);
-    let onnx_logits = onnx_features.clone().matmul(weight.transpose()) + bias.unsqueeze::<2>();
+    let onnx_features: Tensor<2> = onnx.backbone.features(setup.images.clone());
+    let classifier = onnx.classifier.expect("the cut-off Gemm as a linear layer");
+    let onnx_logits = classifier.forward(onnx_features.clone());
 
     // flint: the .pth in flint's definition.
     let features = setup.model.features(setup.images.clone());

@@ -69,13 +69,17 @@ fn train_steps(mut m: TransferModel, steps: usize, device: &Device) -> TransferM
     m
 }
 
-/// CI builds with `FLINT_MODELS` set: the ONNX models must then be compiled in, or the tests
-/// that need them would vanish silently.
+/// The catalogue's ONNX networks load at run time in every build: each is available wherever
+/// its file is (CI sets `FLINT_REQUIRE_DATA=1`, so a missing one fails there).
 #[test]
-fn onnx_models_are_compiled_in_when_required() {
-    for (file, status) in flint_pretrained::BUILD_STATUS {
-        if let Err(why) = status {
-            skip(&format!("{file} not compiled in: {why}"));
+fn catalogue_onnx_networks_are_available() {
+    for m in flint_transfer::available() {
+        if !["mobilenetv2", "efficientnet-lite0"].contains(&m.name) {
+            continue;
+        }
+        match &m.status {
+            Ok(place) => assert!(place.ends_with(".onnx"), "{}: {place}", m.name),
+            Err(why) => skip(&format!("{}: {why}", m.name)),
         }
     }
 }
@@ -340,12 +344,14 @@ fn mnist_cnn_bn_from_pytorch_and_safetensors_reproduces_its_accuracy() {
     }
 }
 
-/// The ONNX export of the same network (compiled in by flint-pretrained) scores the same on
+/// The ONNX export of the same network (read at run time by flint-onnx) scores the same on
 /// MNIST as the flint definition loaded from PyTorch weights, and they agree image by image.
-#[cfg(flint_model_mnist_cnn_bn)]
 #[test]
 fn mnist_cnn_bn_agrees_with_its_onnx_export() {
     let Some(path) = file_or_skip(models_dir().join("mnist-cnn-bn.safetensors")) else {
+        return;
+    };
+    let Some(onnx_file) = file_or_skip(models_dir().join("mnist-cnn-bn.onnx")) else {
         return;
     };
     let locator = Locator::new().offline().data_dir(data_dir().join("mnist"));
@@ -361,7 +367,7 @@ fn mnist_cnn_bn_agrees_with_its_onnx_export() {
     )
     .unwrap();
     let model = model.valid();
-    let onnx = flint_pretrained::mnist_cnn_bn::Model::from_embedded(&device);
+    let onnx = flint_onnx::OnnxModel::load(&onnx_file, &device).unwrap();
     let (mut ours_right, mut onnx_right, mut agree, mut max_diff) = (0i64, 0i64, 0i64, 0f32);
     for start in (0..test.len()).step_by(1000) {
         let n = 1000.min(test.len() - start);
@@ -378,7 +384,7 @@ fn mnist_cnn_bn_agrees_with_its_onnx_export() {
         let x = Tensor::<4>::from_data(TensorData::new(x, [n, 1, 28, 28]), &device);
         let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &device);
         let ours = burn::tensor::activation::log_softmax(model.forward(x.clone()), 1);
-        let theirs = onnx.forward(x);
+        let theirs: Tensor<2> = onnx.forward(x);
         let (a, b) = (
             ours.clone().argmax(1).reshape([n]),
             theirs.clone().argmax(1).reshape([n]),
@@ -404,11 +410,13 @@ fn mnist_cnn_bn_agrees_with_its_onnx_export() {
 /// The PyTorch tutorial's task: a short real feature-extraction run on hymenoptera beats a
 /// floor, writes a run directory `flint predict` can use, and a second run reads its features
 /// from the cache.
-#[cfg(flint_model_mobilenetv2)]
 #[test]
 fn hymenoptera_feature_extraction_beats_floor_and_reuses_the_cache() {
     use flint_transfer::{CacheStatus, FinetuneConfig, FinetuneOptions, Strategy};
 
+    if file_or_skip(models_dir().join("mobilenetv2.onnx")).is_none() {
+        return;
+    }
     let data = data_dir().join("hymenoptera");
     if !data.join("train").is_dir() {
         return skip(&format!("{} is missing", data.display()));
@@ -471,11 +479,13 @@ fn hymenoptera_feature_extraction_beats_floor_and_reuses_the_cache() {
 
 /// Files of the image folder that cannot be used are named, with why, on stderr, in
 /// `report.md` and in `result.json`; the run goes on with the others.
-#[cfg(flint_model_mobilenetv2)]
 #[test]
 fn unusable_images_are_reported_in_the_run() {
     use flint_transfer::{FinetuneConfig, FinetuneOptions, Strategy};
 
+    if file_or_skip(models_dir().join("mobilenetv2.onnx")).is_none() {
+        return;
+    }
     let source = data_dir().join("hymenoptera");
     if !source.join("train").is_dir() {
         return skip(&format!("{} is missing", source.display()));

@@ -1,4 +1,6 @@
-//! Helpers shared by the CLI test binaries.
+//! Helpers shared by the CLI test binaries (each uses some of them).
+
+#![allow(dead_code)]
 
 /// Whether CI asked for every data set to be present (`FLINT_REQUIRE_DATA=1`).
 pub fn data_required() -> bool {
@@ -21,5 +23,22 @@ pub fn available(spec: &flint_data::DatasetSpec) -> bool {
             skip(&e.to_string());
             false
         }
+    }
+}
+
+/// `name` in the model folder (`$FLINT_MODELS`, else `../shared/models`), or `None` after a
+/// skip naming it.
+pub fn model_file(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("FLINT_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models")
+        });
+    let path = dir.join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip(&format!("{} is missing; set FLINT_MODELS", path.display()));
+        None
     }
 }

@@ -14,7 +14,6 @@ use crate::backbone::InputSpec;
 use crate::cache::CacheStatus;
 use crate::error::TransferError;
 use crate::model::{Head, TransferModel};
-use crate::pretrained::load_pretrained;
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn report_markdown(
@@ -142,7 +141,7 @@ pub fn load_finetuned(
             root.join("checkpoints").join("last")
         }
     };
-    let pretrained = load_pretrained(&config.finetune.pretrained, device)?;
+    let pretrained = super::load_for_run(&config.finetune, config.source.as_ref(), device)?;
     let input = pretrained.input.clone();
     let model = TransferModel {
         head: Head::new(
