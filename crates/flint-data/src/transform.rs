@@ -3,7 +3,6 @@
 //! small images.
 
 use image::RgbImage;
-use image::imageops::FilterType;
 use rand::{Rng, RngExt};
 
 use crate::error::{DataError, Result};
@@ -104,7 +103,123 @@ pub fn resize_shorter_side(img: &RgbImage, size: u32) -> RgbImage {
     if (nw, nh) == (w, h) {
         return img.clone();
     }
-    image::imageops::resize(img, nw.max(1), nh.max(1), FilterType::Triangle)
+    resize_window(img, (0, 0, w, h), nw.max(1), nh.max(1))
+}
+
+/// The taps of a 1-D resampling from `in_len` to `out_len` values with the triangle (bilinear)
+/// filter, widened by the scale when shrinking (antialiasing), as PIL's `resize(BILINEAR)`,
+/// which torchvision's transforms call, computes them: output `i` is centred on source position
+/// `(i + 0.5) * scale`, reads `count` source values from `start[i]` with `weights[i * taps..]`
+/// (summing to 1).
+struct Taps {
+    start: Vec<usize>,
+    count: Vec<usize>,
+    weights: Vec<f32>,
+    taps: usize,
+}
+
+impl Taps {
+    fn new(in_len: usize, out_len: usize) -> Self {
+        let scale = in_len as f64 / out_len as f64;
+        let filter_scale = scale.max(1.0);
+        let support = filter_scale; // the triangle filter's support is 1
+        let taps = (support.ceil() as usize) * 2 + 1;
+        let mut start = Vec::with_capacity(out_len);
+        let mut count = Vec::with_capacity(out_len);
+        let mut weights = vec![0.0f32; out_len * taps];
+        for i in 0..out_len {
+            let center = (i as f64 + 0.5) * scale;
+            let lo = ((center - support + 0.5).floor().max(0.0) as usize).min(in_len - 1);
+            let hi = ((center + support + 0.5).floor() as usize).clamp(lo + 1, in_len);
+            let n = (hi - lo).min(taps);
+            let row = &mut weights[i * taps..][..n];
+            let mut sum = 0.0f32;
+            for (k, w) in row.iter_mut().enumerate() {
+                let x = ((lo + k) as f64 - center + 0.5) / filter_scale;
+                *w = (1.0 - x.abs()).max(0.0) as f32;
+                sum += *w;
+            }
+            for w in row.iter_mut() {
+                *w = if sum > 0.0 { *w / sum } else { 1.0 / n as f32 };
+            }
+            start.push(lo);
+            count.push(n);
+        }
+        Self {
+            start,
+            count,
+            weights,
+            taps,
+        }
+    }
+
+    fn of(&self, i: usize) -> (usize, &[f32]) {
+        (
+            self.start[i],
+            &self.weights[i * self.taps..][..self.count[i]],
+        )
+    }
+}
+
+/// Resizes the `(left, top, width, height)` window of `img` to `nw x nh` with PIL's antialiased
+/// bilinear filter (torchvision's default for `Resize` and `RandomResizedCrop`), without copying
+/// the window out first: rows are filtered horizontally into `f32`, then columns vertically,
+/// the result rounded to the nearest byte. The same filter as `image`'s `FilterType::Triangle`
+/// (values within one grey level of it), in separable passes over contiguous rows that the
+/// compiler vectorises: several times faster on hymenoptera's photographs.
+///
+/// The window must lie inside the image and be non-empty, as must the output.
+fn resize_window(img: &RgbImage, window: (u32, u32, u32, u32), nw: u32, nh: u32) -> RgbImage {
+    let (left, top, w, h) = (
+        window.0 as usize,
+        window.1 as usize,
+        window.2 as usize,
+        window.3 as usize,
+    );
+    let (nw, nh) = (nw as usize, nh as usize);
+    let stride = img.width() as usize * 3;
+    let src = img.as_raw();
+    let (horizontal, vertical) = (Taps::new(w, nw), Taps::new(h, nh));
+    // Only the source rows some output row reads.
+    let first = vertical.start[0];
+    let last = (0..nh)
+        .map(|i| vertical.start[i] + vertical.count[i])
+        .max()
+        .unwrap_or(first);
+    let mut rows = vec![0.0f32; (last - first) * nw * 3];
+    let mut line = vec![0.0f32; w * 3];
+    for (r, out) in rows.chunks_exact_mut(nw * 3).enumerate() {
+        let y = top + first + r;
+        let pixels = &src[y * stride + left * 3..][..w * 3];
+        line.iter_mut()
+            .zip(pixels)
+            .for_each(|(f, &p)| *f = p as f32);
+        for (x, px) in out.chunks_exact_mut(3).enumerate() {
+            let (s, weights) = horizontal.of(x);
+            let mut acc = [0.0f32; 3];
+            for (k, &wt) in weights.iter().enumerate() {
+                let p = &line[(s + k) * 3..][..3];
+                acc[0] += wt * p[0];
+                acc[1] += wt * p[1];
+                acc[2] += wt * p[2];
+            }
+            px.copy_from_slice(&acc);
+        }
+    }
+    let mut output = vec![0u8; nw * nh * 3];
+    let mut acc = vec![0.0f32; nw * 3];
+    for (y, out) in output.chunks_exact_mut(nw * 3).enumerate() {
+        let (s, weights) = vertical.of(y);
+        acc.fill(0.0);
+        for (k, &wt) in weights.iter().enumerate() {
+            let row = &rows[(s - first + k) * nw * 3..][..nw * 3];
+            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += wt * v);
+        }
+        out.iter_mut()
+            .zip(&acc)
+            .for_each(|(o, &a)| *o = a.round().clamp(0.0, 255.0) as u8);
+    }
+    RgbImage::from_raw(nw as u32, nh as u32, output).expect("nw * nh * 3 bytes")
 }
 
 /// Crops the central `size x size` square (torchvision's `CenterCrop`; an image smaller than
@@ -178,8 +293,10 @@ pub fn random_resized_crop(
 ) -> RgbImage {
     let (w, h) = img.dimensions();
     let (left, top, cw, ch) = random_resized_crop_window(w, h, scale, ratio, rng);
-    let window = image::imageops::crop_imm(img, left, top, cw, ch).to_image();
-    image::imageops::resize(&window, size, size, FilterType::Triangle)
+    if size == 0 || cw == 0 || ch == 0 {
+        return RgbImage::new(size, size);
+    }
+    resize_window(img, (left, top, cw, ch), size, size)
 }
 
 /// RGB image to `[3, H, W]` floats in `[0, 1]`.
@@ -281,6 +398,54 @@ mod tests {
         assert_eq!(resize_shorter_side(&edge, 6).dimensions(), (6, 600));
     }
 
+    /// A deterministic image with detail at every scale.
+    fn pattern(w: u32, h: u32, seed: u64) -> RgbImage {
+        let mut rng = StdRng::seed_from_u64(seed);
+        RgbImage::from_fn(w, h, |x, y| {
+            let noise: u8 = rng.random();
+            image::Rgb([(x * 255 / w.max(1)) as u8, noise, ((x ^ y) & 0xff) as u8])
+        })
+    }
+
+    /// The largest difference, in grey levels, between two images of the same size.
+    fn max_difference(a: &RgbImage, b: &RgbImage) -> u8 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        a.as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn resize_matches_the_triangle_filter_of_image() {
+        // Hymenoptera-like shrinking, enlarging, and a window of a larger image.
+        let img = pattern(500, 375, 1);
+        let ours = resize_shorter_side(&img, 256);
+        let theirs = image::imageops::resize(&img, 341, 256, image::imageops::FilterType::Triangle);
+        assert!(max_difference(&ours, &theirs) <= 1);
+        let small = pattern(30, 20, 2);
+        let ours = resize_shorter_side(&small, 224);
+        let theirs =
+            image::imageops::resize(&small, 336, 224, image::imageops::FilterType::Triangle);
+        assert!(max_difference(&ours, &theirs) <= 1);
+        let window = image::imageops::crop_imm(&img, 40, 30, 200, 150).to_image();
+        let ours = resize_window(&img, (40, 30, 200, 150), 224, 224);
+        let theirs =
+            image::imageops::resize(&window, 224, 224, image::imageops::FilterType::Triangle);
+        assert!(max_difference(&ours, &theirs) <= 1);
+    }
+
+    #[test]
+    fn resize_keeps_a_flat_image_flat() {
+        let flat = RgbImage::from_pixel(37, 23, image::Rgb([7, 128, 255]));
+        for (w, h) in [(224, 224), (5, 3), (1, 1), (100, 9)] {
+            let out = resize_window(&flat, (0, 0, 37, 23), w, h);
+            assert!(out.pixels().all(|p| p.0 == [7, 128, 255]), "{w}x{h}");
+        }
+    }
+
     #[test]
     fn center_crop_takes_the_middle_and_pads_small_images() {
         let mut img = RgbImage::new(5, 3);
@@ -316,6 +481,23 @@ mod tests {
             let (left, top, cw, ch) = random_resized_crop_window(w, h, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng);
             prop_assert!(cw >= 1 && ch >= 1);
             prop_assert!(left + cw <= w && top + ch <= h);
+        }
+
+        /// Any window of any image resizes to any size within one grey level of `image`'s
+        /// triangle filter on the copied-out window.
+        #[test]
+        fn resize_window_matches_image(
+            w in 1u32..80, h in 1u32..80, nw in 1u32..90, nh in 1u32..90, seed in any::<u64>(),
+        ) {
+            let img = pattern(w, h, seed);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let (left, top, cw, ch) =
+                random_resized_crop_window(w, h, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+            let window = image::imageops::crop_imm(&img, left, top, cw, ch).to_image();
+            let theirs =
+                image::imageops::resize(&window, nw, nh, image::imageops::FilterType::Triangle);
+            let ours = resize_window(&img, (left, top, cw, ch), nw, nh);
+            prop_assert!(max_difference(&ours, &theirs) <= 1);
         }
 
         /// Pad-and-crop is a shift: every output pixel is 0 or the input pixel shifted by the
