@@ -14,7 +14,8 @@
 //! 3136→128→10) and MobileNetV2-like stages at 224x224, batch 16 (the stride-2 stem conv, a 1x1
 //! expansion at 56x56, batch norm and pooling at 112x112, the 1280→1000 classifier), plus every
 //! distinct 3x3 depthwise convolution of MobileNetV2 at 224x224, batch 16 (`conv2d depthwise`:
-//! channels@size and stride, no bias, as in the network). Each
+//! channels@size and stride, no bias, as in the network) and ReLU6 (`clamp(0, 6)`) at two of
+//! MobileNetV2's activation shapes. Each
 //! iteration ends by reading a scalar back (a sum of the output or of one gradient), the same
 //! reduction for both.
 
@@ -314,12 +315,39 @@ fn batch_norm(c: &mut Criterion) {
     }
 }
 
+/// MobileNetV2's activation, ReLU6 (`clamp(0, 6)`), at two of its activation shapes.
+fn relu6(c: &mut Criterion) {
+    for (label, shape) in [
+        ("mnv2 [16,144,56,56]", [16, 144, 56, 56]),
+        ("mnv2 [16,96,112,112]", [16, 96, 112, 112]),
+    ] {
+        let device = Device::flex();
+        let x = Tensor::<4>::random(shape, NORMAL, &device) * 4.0;
+        let flint = || total(flint_kernels::clamp(&x, 0.0, 6.0).expect("the kernel applies"));
+        let burn = || total(x.clone().clamp(0.0, 6.0));
+        check(label, flint(), burn());
+        pair(c, &format!("relu6 fwd {label}"), flint, burn);
+
+        let device = Device::flex().autodiff();
+        let x = (Tensor::<4>::random(shape, NORMAL, &device) * 4.0).require_grad();
+        let upstream = Tensor::<4>::random(shape, NORMAL, &device);
+        let step = |y: Tensor<4>| {
+            let grads = (y * upstream.clone()).sum().backward();
+            total(x.grad(&grads).expect("the input is tracked"))
+        };
+        let flint = || step(flint_kernels::clamp(&x, 0.0, 6.0).unwrap());
+        let burn = || step(x.clone().clamp(0.0, 6.0));
+        check(label, flint(), burn());
+        pair(c, &format!("relu6 fwd+bwd {label}"), flint, burn);
+    }
+}
+
 criterion_group! {
     name = benches;
     // Slow cases (a 224x224 batch takes tens of milliseconds): 10 samples each, which the
     // command line can override. No plots: criterion's plotters backend panics
     // (FontUnavailable) on machines without fonts.
     config = Criterion::default().sample_size(10).without_plots();
-    targets = convolution, fully_connected, max_pooling, batch_norm
+    targets = convolution, fully_connected, max_pooling, batch_norm, relu6
 }
 criterion_main!(benches);

@@ -1,5 +1,6 @@
-//! flint-kernels: 2-D convolution, linear layers, max pooling and batch norm computed by flint
-//! on burn-flex's host buffers, forward and backward.
+//! flint-kernels: 2-D convolution (grouped and depthwise included), linear layers, max pooling,
+//! batch norm and clamping (ReLU6) computed by flint on burn-flex's host buffers, forward and
+//! backward.
 //!
 //! burn-flex runs these layers through general paths that cost far more than their arithmetic:
 //! a convolution's weight gradient as another convolution whose "kernel" is the whole output
@@ -30,6 +31,7 @@
 //! | [`linear`] | `burn::tensor::module::linear` (`x.matmul(w) + b`) | mismatched shapes |
 //! | [`max_pool2d`] | `max_pool2d` with stride = kernel, no padding | windows over 256 elements |
 //! | [`batch_norm_train`] | `burn::tensor::module::batch_norm_train` | rank below 2, mismatched gamma/beta |
+//! | [`clamp`] (ReLU6: `clamp(x, 0, 6)`) | `Tensor::clamp` | NaN bounds, `min > max` |
 //!
 //! # Example
 //! ```
@@ -67,6 +69,7 @@
 //! ```
 
 mod batch_norm;
+mod clamp;
 mod conv;
 mod depthwise;
 mod gemm;
@@ -77,6 +80,7 @@ mod test_util;
 mod weighted;
 
 pub use batch_norm::batch_norm_train;
+pub use clamp::clamp;
 pub use conv::{ConvOptions, conv2d};
 pub use linear::linear;
 pub use max_pool::max_pool2d;

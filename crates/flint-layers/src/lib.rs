@@ -61,6 +61,7 @@
 
 mod alpha_dropout;
 mod batch_norm;
+mod clamp;
 mod conv;
 mod drop_block;
 mod drop_connect;
@@ -85,6 +86,7 @@ pub mod visit;
 
 pub use alpha_dropout::{AlphaDropout, AlphaDropoutConfig, SELU_ALPHA_PRIME};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use clamp::{clamp, relu6};
 pub use conv::conv2d;
 /// burn's element-wise dropout is already the inverted dropout PyTorch users expect.
 pub use drop_block::{DropBlock2d, DropBlock2dConfig, LinearSchedule};
