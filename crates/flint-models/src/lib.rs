@@ -1,5 +1,7 @@
 //! flint's models: the reference `mlp` and `cnn` of `reference.md`, configurable MLPs and CNNs
-//! (`#[derive(Config)]`, saved to and loaded from JSON), and model summaries.
+//! (`#[derive(Config)]`, saved to and loaded from JSON), and model summaries; and networks whose
+//! parameter names are a PyTorch state dict's, so published weights load by name:
+//! torchvision's [`ResNet`]-18/34/50, EfficientNet-Lite0 and burn's MNIST CNN with batch norm.
 //!
 //! Initialisation is PyTorch's default, which burn's `LinearConfig`/`Conv2dConfig` defaults
 //! already implement (Kaiming-uniform with `a = sqrt(5)`: weights and biases uniform in

@@ -14,6 +14,20 @@
 //!
 //! Convolutions start from torchvision's initialisation (Kaiming-normal, fan-out, ReLU gain),
 //! batch norm at weight 1 and bias 0, the classifier from PyTorch's `Linear` default.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use flint_models::{ResNetArch, ResNetConfig};
+//!
+//! let arch: ResNetArch = "resnet18".parse()?;
+//! let device = Device::flex();
+//! let model = ResNetConfig::new(arch).with_num_classes(2).init(&device);
+//! let images = Tensor::<4>::zeros([1, 3, 64, 64], &device);
+//! assert_eq!(model.features(images.clone()).dims(), [1, model.feature_dim()]);
+//! assert_eq!(model.forward(images).dims(), [1, 2]);
+//! assert!("resnet101".parse::<ResNetArch>().is_err());
+//! # Ok::<(), flint_models::ModelConfigError>(())
+//! ```
 
 use std::fmt;
 use std::str::FromStr;

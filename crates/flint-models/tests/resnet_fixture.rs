@@ -471,7 +471,7 @@ fn wrong_shapes_are_refused_naming_the_tensor_and_both_shapes() {
         let n: usize = shape.iter().product();
         *entry = Entry::new(name.into(), TensorData::new(vec![0.5f32; n], shape));
         let pth = write_pth(dir.path(), "bad.pth", &entries);
-        let err = load(&pth, &device).err().expect("refused");
+        let err = load(&pth, &device).expect_err("refused");
         let msg = err.to_string();
         assert!(
             matches!(err, TransferError::ShapeMismatch { .. }),
