@@ -413,10 +413,12 @@ mod tests {
     #[test]
     fn parameter_counts_are_torchvisions() {
         let d = device();
-        for (arch, expected, norms) in [
-            (ResNetArch::ResNet18, 11_689_512, 20),
-            (ResNetArch::ResNet34, 21_797_672, 36),
-            (ResNetArch::ResNet50, 25_557_032, 53),
+        // Parameters, batch norms, and `len(state_dict())` (flint keeps `num_batches_tracked`
+        // as a float tensor too, so every key is a float path).
+        for (arch, expected, norms, keys) in [
+            (ResNetArch::ResNet18, 11_689_512, 20, 122),
+            (ResNetArch::ResNet34, 21_797_672, 36, 218),
+            (ResNetArch::ResNet50, 25_557_032, 53, 320),
         ] {
             let model = ResNetConfig::new(arch).init(&d);
             let counts = ParamCounts::of(&model);
@@ -424,6 +426,7 @@ mod tests {
             let paths = float_param_paths(&model);
             let bn = paths.iter().filter(|p| p.ends_with(".running_var")).count();
             assert_eq!(bn, norms, "{arch}");
+            assert_eq!(paths.len(), keys, "{arch}");
             assert_eq!(model.feature_dim(), arch.feature_dim());
         }
     }
@@ -486,6 +489,23 @@ mod tests {
             msg(ResNetConfig::new(ResNetArch::ResNet18).with_dropout(1.0)),
             "ResNet: dropout rate 1 at `dropout` must be in [0, 1)"
         );
+    }
+
+    #[test]
+    fn dropout_before_the_classifier_acts_only_in_training() {
+        let d = device().autodiff();
+        let model = ResNetConfig::new(ResNetArch::ResNet18)
+            .with_dropout(0.5)
+            .init(&d);
+        let x = Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &d);
+        let a = model.forward(x.clone());
+        let b = model.forward(x.clone());
+        assert!(!a.equal(b).all().into_scalar::<bool>());
+        let eval = model.valid();
+        let x = x.inner();
+        eval.forward(x.clone())
+            .into_data()
+            .assert_eq(&eval.forward(x).into_data(), true);
     }
 
     /// torchvision's initialisation: conv weights normal with std sqrt(2 / fan_out).
