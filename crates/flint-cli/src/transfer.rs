@@ -22,8 +22,10 @@ pub struct FinetuneArgs {
     /// evaluation resize is side x 256 / 224, as torchvision's.
     #[arg(long)]
     pub input_size: Option<u32>,
-    /// ONNX: pixel normalisation: imagenet (default for RGB), inception (mean 0.5, std 0.5),
-    /// none, or MEANS/STDS with one value per channel, e.g. 0.485,0.456,0.406/0.229,0.224,0.225.
+    /// ONNX: pixel normalisation: imagenet (default for RGB; the catalogue's
+    /// efficientnet-lite0 file defaults to its own (255 x - 127) / 128), inception (mean 0.5,
+    /// std 0.5), none, or MEANS/STDS with one value per channel, e.g.
+    /// 0.485,0.456,0.406/0.229,0.224,0.225.
     #[arg(long)]
     pub normalize: Option<String>,
     /// .pth/.safetensors: the architecture of a torchvision state dict.

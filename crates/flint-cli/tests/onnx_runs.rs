@@ -102,6 +102,10 @@ fn bad_onnx_options_are_clear_errors() {
             "the network takes 3-channel images",
         ),
         (&["--input-size", "0"], "input size must be at least 1"),
+        (
+            &["--arch", "resnet18"],
+            "--arch resnet18 applies to .pth/.safetensors state dicts",
+        ),
     ];
     for (extra, message) in cases {
         let out = flint()

@@ -424,15 +424,7 @@ pub fn load_pretrained_with(
     }
     if let Some((name, file, _)) = ONNX.iter().find(|(n, _, _)| *n == spec) {
         let found = find_model_file(&[*file])?;
-        let mut options = options.onnx();
-        if *name == "efficientnet-lite0" && options.normalize.is_none() {
-            // (x * 255 - 127) / 128 on [0, 1] pixels.
-            options.normalize = Some(NormalizeSpec::Custom {
-                mean: vec![127.0 / 255.0; 3],
-                std: vec![128.0 / 255.0; 3],
-            });
-        }
-        return onnx_pretrained(name, &found, &options, device);
+        return onnx_pretrained(name, &found, &options.onnx(), device);
     }
     if is_onnx && path.exists() {
         return onnx_pretrained(spec, path, &options.onnx(), device);
@@ -494,7 +486,17 @@ fn onnx_pretrained(
     device: &Device,
 ) -> Result<Pretrained, TransferError> {
     let sha = file_sha256(file)?;
-    let loaded = load_onnx(file, options, device)?;
+    // The catalogue's EfficientNet-Lite0, by name or by path, reads `(x * 255 - 127) / 128`.
+    let lite0 = catalog::catalog_file("efficientnet-lite0.onnx")
+        .is_some_and(|f| f.sha256.eq_ignore_ascii_case(&sha));
+    let mut options = options.clone();
+    if lite0 && options.normalize.is_none() {
+        options.normalize = Some(NormalizeSpec::Custom {
+            mean: vec![127.0 / 255.0; 3],
+            std: vec![128.0 / 255.0; 3],
+        });
+    }
+    let loaded = load_onnx(file, &options, device)?;
     let feature_dim = loaded.backbone.feature_dim();
     let cut = loaded.backbone.feature_tensor().to_string();
     let classes = loaded.classifier.as_ref().map(|l| l.weight.dims()[1]);

@@ -133,6 +133,11 @@ fn efficientnet_lite0_matches_onnx() {
     let onnx = flint_transfer::load_pretrained("efficientnet-lite0", device).unwrap();
     assert_eq!(onnx.feature_dim, 1280);
     assert_eq!(onnx.input.normalize.mean(), [127.0 / 255.0; 3]);
+    // The catalogued file given by its path reads its inputs the same way.
+    let path = models_dir().join("efficientnet-lite0.onnx");
+    let by_path = flint_transfer::load_pretrained(path.to_str().unwrap(), device).unwrap();
+    assert_eq!(by_path.input, onnx.input);
+    assert_eq!(by_path.weights_id, onnx.weights_id);
 
     // ONNX: pooled features, then the classifier kept beside the cut graph.
     let onnx_features: Tensor<2> = onnx.backbone.features(setup.images.clone());
