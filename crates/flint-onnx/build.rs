@@ -1,26 +1,38 @@
-//! Sets `flint_model_<name>` when flint-pretrained's build compiles that ImageNet network in, so
-//! the tests compare the run-time module with the build-time one when it exists.
+//! With the `build-time-reference` feature, sets `flint_model_<name>` when flint-pretrained's
+//! build (its `codegen` feature) compiles that ImageNet network in, so the benchmark and tests
+//! compare the run-time module with the build-time one when it exists. Without the feature it
+//! reads no file and sets nothing.
 //!
 //! flint-pretrained is only a dev-dependency here and cargo passes `links` metadata
 //! (`DEP_FLINT_PRETRAINED_MODELS`) to normal dependents only, so the same search is repeated:
 //! flint-pretrained's catalogue, folders and checksums (`catalog.rs`, shared by path as its own
 //! build script does).
 
-use std::path::PathBuf;
+const MODELS: &[(&str, &str)] = &[
+    ("mobilenetv2.onnx", "mobilenetv2"),
+    ("efficientnet-lite0.onnx", "efficientnet_lite0"),
+];
 
-use sha2::{Digest, Sha256};
+#[cfg(not(feature = "build-time-reference"))]
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    for (_, module) in MODELS {
+        println!("cargo::rustc-check-cfg=cfg(flint_model_{module})");
+    }
+}
 
+#[cfg(feature = "build-time-reference")]
 #[path = "../flint-pretrained/src/catalog.rs"]
 #[allow(dead_code)]
 mod catalog;
 
+#[cfg(feature = "build-time-reference")]
 fn main() {
+    use sha2::{Digest, Sha256};
+    use std::path::PathBuf;
+
     println!("cargo:rerun-if-env-changed=FLINT_MODELS");
     println!("cargo:rerun-if-changed=../flint-pretrained/src/catalog.rs");
-    const MODELS: &[(&str, &str)] = &[
-        ("mobilenetv2.onnx", "mobilenetv2"),
-        ("efficientnet-lite0.onnx", "efficientnet_lite0"),
-    ];
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest.join("../..").canonicalize().unwrap_or(manifest);
     let dirs = catalog::model_dirs(

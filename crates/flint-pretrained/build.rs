@@ -1,16 +1,26 @@
-//! Finds the pretrained ONNX files and turns each into a burn module with burn-onnx.
+//! Writes `BUILD_STATUS`, and with the `codegen` feature finds the pretrained ONNX files and
+//! turns each into a burn module with burn-onnx.
 //!
-//! A file that is missing or fails its checksum is skipped with a warning: the crate still
-//! builds, and asking for that model at run time gives a message saying what to do. The
-//! ImageNet backbones are cut before their final `Gemm`, so the generated module returns the
-//! pooled features; the classifier's weights are kept beside it, so the full network is still
-//! available (`backbone + classifier`), and a new head can replace the classifier.
+//! Without `codegen` (the default) no model file is read: every ONNX network's status says it
+//! was not generated, and flint reads the files at run time with flint-onnx.
+//!
+//! With `codegen`, a file that is missing or fails its checksum is skipped with a warning: the
+//! crate still builds, and asking for that model at run time gives a message saying what to
+//! do. The ImageNet backbones are cut before their final `Gemm`, so the generated module
+//! returns the pooled features; the classifier's weights are kept beside it, so the full
+//! network is still available (`backbone + classifier`), and a new head can replace the
+//! classifier.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "codegen")]
+use std::path::Path;
+use std::path::PathBuf;
 
+#[cfg(feature = "codegen")]
 use burn_onnx::ModelGen;
+#[cfg(feature = "codegen")]
 use onnx_ir::{Message, ModelProto};
+#[cfg(feature = "codegen")]
 use sha2::{Digest, Sha256};
 
 #[path = "src/catalog.rs"]
@@ -24,6 +34,38 @@ const ONNX_MODELS: &[(&str, &str, bool)] = &[
     ("mnist-cnn-bn.onnx", "mnist_cnn_bn", false),
 ];
 
+#[cfg(not(feature = "codegen"))]
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/catalog.rs");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let mut generated = String::new();
+    for (_, module, _) in ONNX_MODELS {
+        println!("cargo::rustc-check-cfg=cfg(flint_model_{module})");
+    }
+    writeln!(generated, "/// What the build found for each ONNX network.").unwrap();
+    writeln!(
+        generated,
+        "pub const BUILD_STATUS: &[(&str, Result<&str, &str>)] = &["
+    )
+    .unwrap();
+    for (file, _, _) in ONNX_MODELS {
+        assert!(
+            catalog::catalog_file(file).is_some(),
+            "ONNX model missing from the catalogue"
+        );
+        let why = format!(
+            "{file} was not compiled in: flint-pretrained's `codegen` feature is off (flint reads ONNX files at run time with flint-onnx)"
+        );
+        writeln!(generated, "    ({file:?}, Err({why:?})),").unwrap();
+    }
+    writeln!(generated, "];").unwrap();
+    // Read by dependents' build scripts as DEP_FLINT_PRETRAINED_MODELS: none.
+    println!("cargo:models=");
+    std::fs::write(out.join("build_status.rs"), generated).unwrap();
+}
+
+#[cfg(feature = "codegen")]
 fn main() {
     println!("cargo:rerun-if-env-changed=FLINT_MODELS");
     println!("cargo:rerun-if-changed=src/catalog.rs");
@@ -83,6 +125,7 @@ fn main() {
     std::fs::write(out.join("build_status.rs"), generated).unwrap();
 }
 
+#[cfg(feature = "codegen")]
 /// The first file with the right name and checksum in the search folders.
 fn find(file: &str, sha256: &str, dirs: &[(PathBuf, &str)]) -> Result<PathBuf, String> {
     let mut notes = Vec::new();
@@ -107,6 +150,7 @@ fn find(file: &str, sha256: &str, dirs: &[(PathBuf, &str)]) -> Result<PathBuf, S
     ))
 }
 
+#[cfg(feature = "codegen")]
 /// Writes `<module>.rs` (+ weights) into `OUT_DIR/models`, cutting the classifier if asked.
 fn convert(path: &Path, module: &str, cut: bool, out: &Path) -> Result<(), String> {
     let models = out.join("models");
@@ -145,12 +189,14 @@ fn convert(path: &Path, module: &str, cut: bool, out: &Path) -> Result<(), Strin
     Ok(())
 }
 
+#[cfg(feature = "codegen")]
 struct Classifier {
     classes: usize,
     features: usize,
     bytes: Vec<u8>,
 }
 
+#[cfg(feature = "codegen")]
 /// Removes the last `Gemm` (and anything after it) and makes its input the graph's output.
 fn cut_classifier(proto: &mut ModelProto) -> Result<Classifier, String> {
     let graph = proto.graph.as_mut().ok_or("no graph")?;

@@ -29,6 +29,9 @@
 //! within f32 rounding, where the gradient jumps). `--flint-f64` runs flint's side in f64
 //! (flex configured to `FloatDType::F64`), which separates rounding from a wrong operator.
 
+// Index arithmetic over flat buffers reads clearer as index loops here.
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 

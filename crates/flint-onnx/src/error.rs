@@ -78,6 +78,12 @@ pub enum OnnxError {
     /// A cut point that names neither a node nor a tensor of the graph.
     #[error("cannot cut at {0:?}: no node or tensor of that name")]
     UnknownCut(String),
+    /// A cut point the graph's later nodes do not depend on alone: they also read tensors
+    /// computed before it (inside a residual block, say).
+    #[error(
+        "cannot cut at {0:?}: the nodes after it also read tensors computed before it (a skip connection); cut at a tensor every path goes through"
+    )]
+    CutNotSeparating(String),
     /// `cut(auto)` found no `Gemm` or `MatMul` classifier.
     #[error("cannot find the classifier to cut: {0}")]
     NoClassifier(String),

@@ -142,7 +142,7 @@ impl ParityRow {
     pub fn failing_grads(&self) -> Vec<String> {
         self.grads
             .iter()
-            .filter(|(_, e)| !(*e <= TOLERANCE))
+            .filter(|(_, e)| e.is_nan() || *e > TOLERANCE)
             .map(|(n, _)| n.clone())
             .collect()
     }

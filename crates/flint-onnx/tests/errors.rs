@@ -173,3 +173,159 @@ fn shape_mismatch_is_an_error_naming_the_node() {
     let err = model.try_forward::<4, 3>(x).unwrap_err();
     assert_eq!(err.to_string(), "input: the output has rank 2, not 3");
 }
+
+#[test]
+fn a_file_above_the_size_limit_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.onnx");
+    // Sparse: no disk space is used.
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(flint_onnx::MAX_FILE_BYTES + 1).unwrap();
+    let err = OnnxModel::load(&path, &Device::flex()).unwrap_err();
+    assert!(matches!(err, OnnxError::TooLarge { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} is {} bytes, more than the {} bytes an ONNX file may have",
+            path.display(),
+            flint_onnx::MAX_FILE_BYTES + 1,
+            flint_onnx::MAX_FILE_BYTES
+        )
+    );
+}
+
+#[test]
+fn unsupported_tensors_name_the_tensor_and_what_is_wrong() {
+    // An initializer of strings (element type 8).
+    let mut strings = weight("names", &[2], 0.0);
+    strings.float_data.clear();
+    strings.data_type = 8;
+    let m = model(
+        vec![node("id", "Identity", &["x"], &["y"], vec![])],
+        vec![strings],
+    );
+    assert_eq!(
+        load_err(m).to_string(),
+        "tensor \"names\": element type 8 is not supported"
+    );
+
+    // Weights kept in a file beside the model: `data_location = EXTERNAL` (field 14, value
+    // 1), appended to the encoded tensor (onnx-ir does not export the enum).
+    use onnx_ir::Message;
+    let mut bytes = weight("w", &[2], 0.0).write_to_bytes().unwrap();
+    bytes.extend_from_slice(&[14 << 3, 1]);
+    let external = onnx_ir::TensorProto::parse_from_bytes(&bytes).unwrap();
+    let m = model(
+        vec![node("add", "Add", &["x", "w"], &["y"], vec![])],
+        vec![external],
+    );
+    assert_eq!(
+        load_err(m).to_string(),
+        "tensor \"w\": its data is stored outside the file (external data is not supported)"
+    );
+
+    // A float16 graph input.
+    let mut m = model(vec![node("r", "Relu", &["x"], &["y"], vec![])], vec![]);
+    let graph = m.graph.as_mut().unwrap();
+    let mut ty = onnx_ir::TypeProto::new();
+    ty.mut_tensor_type().elem_type = 10;
+    graph.input[0].type_ = Some(ty).into();
+    assert_eq!(
+        load_err(m).to_string(),
+        "tensor \"x\": graph input of element type 10 is not supported"
+    );
+}
+
+#[test]
+fn unsupported_settings_found_at_run_time_name_node_and_setting() {
+    // Dropout asked by the graph itself to draw masks (training_mode = true).
+    let mut on = onnx_ir::TensorProto::new();
+    on.name = "train".into();
+    on.data_type = 9;
+    on.int32_data = vec![1];
+    let m = model(
+        vec![node("drop", "Dropout", &["x", "", "train"], &["y"], vec![])],
+        vec![on],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "m.onnx", &m);
+    let device = Device::flex();
+    let model = OnnxModel::load(&path, &device).unwrap();
+    let x = Tensor::<2>::ones([2, 3], &device);
+    assert_eq!(
+        model.try_forward::<2, 2>(x).unwrap_err().to_string(),
+        "node \"drop\": operator Dropout: attribute training_mode = true is not supported"
+    );
+}
+
+#[test]
+fn shapes_that_do_not_fit_are_errors_naming_node_and_shapes() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    // Element-wise shapes that do not broadcast.
+    let m = model(
+        vec![node("add", "Add", &["x", "b"], &["y"], vec![])],
+        vec![weight("b", &[4], 0.0)],
+    );
+    let model_ = OnnxModel::load(write(dir.path(), "add.onnx", &m), &device).unwrap();
+    let err = model_
+        .try_forward::<2, 2>(Tensor::<2>::ones([2, 3], &device))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node \"add\" (Add): shapes [2, 3] and [4] do not broadcast"
+    );
+    // A fully connected layer whose weight does not match the features.
+    let m = model(
+        vec![node(
+            "fc",
+            "Gemm",
+            &["x", "w", "b"],
+            &["y"],
+            vec![int_attr("transB", 1)],
+        )],
+        vec![weight("w", &[5, 4], 0.0), weight("b", &[5], 1.0)],
+    );
+    let model_ = OnnxModel::load(write(dir.path(), "fc.onnx", &m), &device).unwrap();
+    let err = model_
+        .try_forward::<2, 2>(Tensor::<2>::ones([2, 3], &device))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "node \"fc\" (Gemm): A is 2x3, B is 4x5");
+    // The wrong number of inputs.
+    let err = model_
+        .run(vec![
+            flint_onnx::OnnxValue::Int(flint_onnx::IntValue::scalar(1)),
+            flint_onnx::OnnxValue::Int(flint_onnx::IntValue::scalar(2)),
+        ])
+        .unwrap_err();
+    assert_eq!(err.to_string(), "input: 2 inputs given, the graph has 1");
+}
+
+#[test]
+fn cuts_that_cannot_be_made_say_why() {
+    use flint_onnx::CutPoint;
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    // No classifier to find.
+    let m = model(vec![node("r", "Relu", &["x"], &["y"], vec![])], vec![]);
+    let model_ = OnnxModel::load(write(dir.path(), "relu.onnx", &m), &device).unwrap();
+    assert_eq!(
+        model_.cut(CutPoint::Auto).unwrap_err().to_string(),
+        "cannot find the classifier to cut: the graph has no Gemm or MatMul node"
+    );
+    // Inside a skip connection: y = relu(x) + x needs x after the cut at the ReLU.
+    let m = model(
+        vec![
+            node("r", "Relu", &["x"], &["h"], vec![]),
+            node("add", "Add", &["h", "x"], &["y"], vec![]),
+        ],
+        vec![],
+    );
+    let model_ = OnnxModel::load(write(dir.path(), "skip.onnx", &m), &device).unwrap();
+    let err = model_.cut(CutPoint::At("h".into())).unwrap_err();
+    assert!(matches!(err, OnnxError::CutNotSeparating(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "cannot cut at \"h\": the nodes after it also read tensors computed before it (a skip connection); cut at a tensor every path goes through"
+    );
+}

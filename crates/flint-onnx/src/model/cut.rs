@@ -95,15 +95,25 @@ impl OnnxModel {
         };
         let front = needed(std::slice::from_ref(&tensor), "");
         let back = needed(&g.outputs, &tensor);
+        // The head may read only the cut tensor, weights, constants and its own nodes' outputs;
+        // anything else (a graph input, a tensor from before the cut) is a skip connection.
+        let mut available: HashSet<&str> = HashSet::from([tensor.as_str()]);
+        let mut separates = true;
+        for (n, _) in g.nodes.iter().zip(&back).filter(|(_, b)| **b) {
+            separates &= n.inputs.iter().all(|i| {
+                i.is_empty()
+                    || available.contains(i.as_str())
+                    || self.param_index.contains_key(i)
+                    || g.constants.contains_key(i)
+                    || self.bns.iter().any(|b| b.names.contains(i))
+            });
+            available.extend(n.outputs.iter().map(String::as_str));
+        }
+        if !separates {
+            return Err(OnnxError::CutNotSeparating(tensor));
+        }
         let features = self.subgraph(&front, g.inputs.clone(), vec![tensor.clone()])?;
         let head = self.subgraph(&back, vec![tensor.clone()], g.outputs.clone())?;
-        if head.graph.inputs.iter().chain(&g.inputs).count() > 0
-            && back.iter().zip(&front).any(|(b, f)| *b && *f)
-        {
-            return Err(OnnxError::UnknownCut(format!(
-                "{tensor} (the head would also need the graph's input: cut at a tensor every path goes through)"
-            )));
-        }
         Ok(Cut {
             features,
             head,

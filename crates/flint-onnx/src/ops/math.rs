@@ -367,7 +367,9 @@ pub(crate) fn matmul(ctx: &Ctx) -> Result<FloatValue, OnnxError> {
         .ok_or_else(|| ctx.shape_error("rank too high"))
 }
 
-pub(crate) fn layer_norm(ctx: &Ctx, axis: i64, epsilon: f64) -> Result<FloatValue, OnnxError> {
+/// `LayerNormalization`, with its optional `Mean` and `InvStdDev` outputs (the statistics, with
+/// the normalised axes kept as 1).
+pub(crate) fn layer_norm(ctx: &Ctx, axis: i64, epsilon: f64) -> Result<Vec<OnnxValue>, OnnxError> {
     let x = ctx.float(0)?;
     let first = x
         .axis(axis)
@@ -385,20 +387,29 @@ pub(crate) fn layer_norm(ctx: &Ctx, axis: i64, epsilon: f64) -> Result<FloatValu
     };
     t = t.reshape(flat);
     let mean = t.clone().mean_dim(MAX_RANK - 1);
-    let centered = t - mean;
+    let centered = t - mean.clone();
     let var = centered.clone().powi_scalar(2).mean_dim(MAX_RANK - 1);
-    let normed = (centered / var.add_scalar(epsilon).sqrt()).reshape(dims);
+    let inv_std = var.add_scalar(epsilon).sqrt().recip();
+    let normed = (centered * inv_std.clone()).reshape(dims);
     let mut y = normed * ctx.float(1)?.tensor;
     if ctx.has(2) {
         y = y + ctx.float(2)?.tensor;
     }
-    if ctx.node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-        return Err(ctx.unsupported("Mean/InvStdDev outputs", "are requested"));
-    }
-    Ok(FloatValue {
+    let mut outs = vec![OnnxValue::Float(FloatValue {
         tensor: y,
         rank: x.rank,
-    })
+    })];
+    if ctx.node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+        let mut kept = dims;
+        kept[first..].iter_mut().for_each(|d| *d = 1);
+        for stat in [mean, inv_std] {
+            outs.push(OnnxValue::Float(FloatValue {
+                tensor: stat.reshape(kept),
+                rank: x.rank,
+            }));
+        }
+    }
+    Ok(outs)
 }
 
 pub(crate) fn softmax(
