@@ -534,3 +534,109 @@ fn markdown(rows: &[Row], options: &FinetuneBenchOptions, data: &Path, load: [&s
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(train: f64, val: Option<f64>, rss: Option<f64>) -> Measured {
+        Measured {
+            train_per_sec: train,
+            val_per_sec: val,
+            peak_rss_mib: rss,
+            val_accuracy: Some(0.5),
+        }
+    }
+
+    fn options() -> FinetuneBenchOptions {
+        FinetuneBenchOptions {
+            backends: vec!["flex".into()],
+            threads: vec![1, 2],
+            models: vec!["mobilenetv2".into()],
+            epochs: 1,
+            limit: None,
+            torch: true,
+            python: "python3".into(),
+            output: PathBuf::from("unused"),
+        }
+    }
+
+    #[test]
+    fn the_table_gives_ratios_and_the_speed_up_from_threads() {
+        let row = |threads, flint, torch| Row {
+            model: "mobilenetv2".into(),
+            strategy: "finetune",
+            backend: "flex".into(),
+            threads,
+            flint,
+            torch,
+        };
+        let rows = [
+            row(
+                1,
+                measured(6.0, Some(60.0), Some(400.0)),
+                Some(measured(4.0, Some(40.0), Some(800.0))),
+            ),
+            row(2, measured(10.0, None, Some(410.0)), None),
+        ];
+        let table = markdown(
+            &rows,
+            &options(),
+            Path::new("data"),
+            ["0.1 0.2 0.3", "0.4 0.5 0.6"],
+        );
+        assert!(table.contains("| mobilenetv2 | finetune | flex | 1 | 6.0 | 4.0 | 1.50x | 60.0 | 40.0 | 1.50x | 400 | 800 | 0.50x | 50.00 % |"), "{table}");
+        // No anchor and no val speed: dashes, never a made-up ratio.
+        assert!(
+            table.contains("| 2 | 10.0 | — | — | — | — | — | 410 | — | — |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("2 threads / 1: train flint 1.67x"),
+            "{table}"
+        );
+        assert!(
+            table.contains("before: 0.1 0.2 0.3, after: 0.4 0.5 0.6"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_limit_takes_classes_in_turn_and_refuses_to_leave_one_out() {
+        let dir = tempfile_dir("subset");
+        for split in ["train", "val"] {
+            for (class, n) in [("ants", 3), ("bees", 2)] {
+                let d = dir.join("data").join(split).join(class);
+                std::fs::create_dir_all(&d).unwrap();
+                for i in 0..n {
+                    std::fs::write(d.join(format!("{i}.jpg")), b"x").unwrap();
+                }
+            }
+        }
+        let out = subset(&dir.join("data"), 3, &dir.join("out")).unwrap();
+        let count = |split: &str, class: &str| {
+            std::fs::read_dir(out.join(split).join(class))
+                .unwrap()
+                .count()
+        };
+        assert_eq!((count("train", "ants"), count("train", "bees")), (2, 1));
+        assert_eq!((count("val", "ants"), count("val", "bees")), (2, 1));
+        let err = subset(&dir.join("data"), 1, &dir.join("out")).unwrap_err();
+        assert!(err.to_string().contains("without images"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh folder under the system's temporary directory.
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_load_average_has_three_figures() {
+        let load = load_average();
+        assert!(load == "unknown" || load.split(' ').count() == 3, "{load}");
+    }
+}

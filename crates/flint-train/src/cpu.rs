@@ -104,8 +104,12 @@ impl ComputeThreads {
     /// context switches in one epoch and two threads 40 % slower than one. Inside the pool the
     /// caller runs each operation itself, splitting it with the other threads only where it is
     /// split, and one thread means no other thread at all. Work that other threads (a data
-    /// loader) hand to the pool runs on the remaining threads, and on the caller whenever it
-    /// waits inside a parallel operation.
+    /// loader) hand to the pool runs on the remaining threads, and on the caller only while it
+    /// waits inside a parallel operation of its own: with `threads(1)` there is no remaining
+    /// thread, so a caller that blocks on another thread (a loader's channel) while that thread
+    /// waits for a parallel loop it started would wait forever. flint's loader threads start
+    /// none (decoding, transforms and batching are sequential per batch; the loader's threads
+    /// are the parallelism), and code that adds one must keep that true or ask for two threads.
     pub fn build_global(self) -> Result<(), ThreadPoolError> {
         self.builder()
             .use_current_thread()
