@@ -12,22 +12,25 @@ use common::{file_or_skip, models_dir};
 use flint_onnx::OnnxModel;
 use flint_onnx::parity::{self, Reference, TOLERANCE};
 
-/// Reference gradients the tests do not hold to 1e-4, each with the bound it is held to and why.
+/// Gradients whose f32 values may differ from the reference by more than 1e-4; `parity_f64.rs`
+/// holds each of them to 1e-4 in f64, or shows by a central difference that the reference is
+/// not the derivative.
 ///
 /// - squeezenet1_1 `features.0.bias`: the reference is not the derivative of the network whose
-///   output it matches: central finite differences of the forward (equal to PyTorch's within
-///   1.4e-7) give flint's values (see `squeezenet_first_bias_gradient_is_the_derivative`),
-///   while the weight and input gradients of the same layer agree within 2e-6.
-/// - resnet18 `input`, `conv1.weight`, `bn1.weight`, `layer3.0.bn1.weight`: most entries agree
-///   within 1e-7, a few differ by up to 3 % of the largest; a central difference along the
-///   difference of the two gradients lands on their midpoint, the mark of a kink where
-///   PyTorch and burn pick different one-sided derivatives. Not explained yet.
-const REFERENCE_DISAGREES: &[(&str, &str, f32)] = &[
-    ("squeezenet1_1", "features.0.bias", f32::INFINITY),
-    ("resnet18", "input", 5e-2),
-    ("resnet18", "conv1.weight", 1e-2),
-    ("resnet18", "bn1.weight", 5e-3),
-    ("resnet18", "layer3.0.bn1.weight", 5e-3),
+///   output it matches: central differences of the f64 loss give flint's values (7.3673 along
+///   the disagreement, flint 7.3673, reference 0.171; also `examples/f64_reference.rs`, an
+///   independent f64 implementation, and `squeezenet_first_bias_gradient_is_the_derivative`).
+/// - resnet18 `input`, `conv1.weight`, `bn1.weight`, `layer3.0.bn1.weight`: one ReLU input is
+///   within f32 rounding of 0 (the residual sum of `layer3.0`, element [1, 176, 3, 1]: -1.4e-6
+///   in f64, +2.3e-6 in flint's f32 forward pass), so flint's f32 run takes the other one-sided
+///   derivative there and every gradient upstream of it moves by that element's contribution
+///   (up to 3 % of the largest input gradient). In f64 they agree within 1.2e-6.
+const CHECKED_IN_F64: &[(&str, &str)] = &[
+    ("squeezenet1_1", "features.0.bias"),
+    ("resnet18", "input"),
+    ("resnet18", "conv1.weight"),
+    ("resnet18", "bn1.weight"),
+    ("resnet18", "layer3.0.bn1.weight"),
 ];
 
 fn fixture(name: &str) {
@@ -57,13 +60,10 @@ fn fixture(name: &str) {
         row.grads.len()
     );
     for (param, err) in &row.grads {
-        let bound = REFERENCE_DISAGREES
-            .iter()
-            .find(|(n, p, _)| *n == name && p == param)
-            .map_or(TOLERANCE, |k| k.2);
+        let in_f64 = CHECKED_IN_F64.iter().any(|(n, p)| *n == name && p == param);
         assert!(
-            *err <= bound,
-            "{name}: gradient of {param}: {err:e} > {bound:e}"
+            *err <= TOLERANCE || in_f64,
+            "{name}: gradient of {param}: {err:e} > {TOLERANCE:e}"
         );
     }
 }
