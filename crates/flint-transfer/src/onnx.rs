@@ -315,6 +315,13 @@ pub fn load_onnx(
     })
 }
 
+/// The widest features whose classifier [`linear_head`] reads off (ResNet-50's 2048 and
+/// EfficientNet-B7's 2560 are below).
+pub const MAX_PROBED_FEATURES: usize = 4096;
+
+/// Unit vectors per run of the head in [`linear_head`].
+const PROBE_BLOCK: usize = 512;
+
 /// Operators an affine classifier is made of.
 const AFFINE_OPS: &[&str] = &[
     "Gemm", "MatMul", "Add", "Flatten", "Reshape", "Identity", "Dropout",
@@ -325,6 +332,11 @@ const AFFINE_OPS: &[&str] = &[
 /// result reproduces the head on a random input.
 pub fn linear_head(head: &OnnxModel, features: usize, device: &Device) -> Option<Linear> {
     let summary = head.inspect();
+    // Reading the map off costs F x F x classes multiply-adds: wider features keep the head as
+    // the ONNX module only.
+    if features == 0 || features > MAX_PROBED_FEATURES {
+        return None;
+    }
     if summary
         .operators
         .iter()
@@ -336,21 +348,30 @@ pub fn linear_head(head: &OnnxModel, features: usize, device: &Device) -> Option
     }
     let head = head.valid();
     let run = |x: Tensor<2>| head.try_forward::<2, 2>(x.inner()).ok();
-    // Rows 0..F: the unit vectors; row F: zero.
-    let mut unit = vec![0.0f32; (features + 1) * features];
-    for i in 0..features {
-        unit[i * features + i] = 1.0;
-    }
-    let out = run(Tensor::from_data(
-        TensorData::new(unit, [features + 1, features]),
-        device,
-    ))?;
-    let [rows, classes] = out.dims();
-    if rows != features + 1 {
+    // The head's value at zero is the bias; at each unit vector, the bias plus a row of the
+    // weight. Unit vectors go through in blocks, so the probe never holds an F x F matrix.
+    let bias = run(Tensor::zeros([1, features], device))?;
+    let [one, classes] = bias.dims();
+    if one != 1 {
         return None;
     }
-    let bias = out.clone().slice([features..features + 1, 0..classes]);
-    let weight = out.slice([0..features, 0..classes]) - bias.clone();
+    let mut rows = Vec::new();
+    for start in (0..features).step_by(PROBE_BLOCK) {
+        let n = PROBE_BLOCK.min(features - start);
+        let mut unit = vec![0.0f32; n * features];
+        for r in 0..n {
+            unit[r * features + start + r] = 1.0;
+        }
+        let out = run(Tensor::from_data(
+            TensorData::new(unit, [n, features]),
+            device,
+        ))?;
+        if out.dims() != [n, classes] {
+            return None;
+        }
+        rows.push(out - bias.clone());
+    }
+    let weight = Tensor::cat(rows, 0);
     let x = Tensor::<2>::random([3, features], Distribution::Normal(0.0, 1.0), device).inner();
     let expected = run(x.clone())?;
     let affine = x.matmul(weight.clone()) + bias.clone();
