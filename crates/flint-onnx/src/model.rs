@@ -304,6 +304,23 @@ impl OnnxModel {
                 _ => {}
             }
         }
+        // Clip bounds given as constant inputs (opset 11 and later) become settings, so the
+        // forward pass neither builds nor reads back a tensor for them.
+        for n in nodes.iter_mut() {
+            if let Op::Clip { min, max } = &mut n.op {
+                for (slot, bound) in [(1, min), (2, max)] {
+                    let Some(name) = n.inputs.get(slot).filter(|s| !s.is_empty()) else {
+                        continue;
+                    };
+                    if let Some(HostTensor::Float { data, .. }) = tensors.get(name)
+                        && data.len() == 1
+                    {
+                        *bound = Some(data[0]);
+                        n.inputs[slot] = String::new();
+                    }
+                }
+            }
+        }
         // Constant nodes are values too.
         let param_index: HashMap<String, usize> = params
             .iter()
@@ -442,12 +459,29 @@ impl OnnxModel {
         let mut values: HashMap<&str, OnnxValue> =
             g.inputs.iter().map(String::as_str).zip(inputs).collect();
         for (i, node) in g.nodes.iter().enumerate() {
+            // Values read for the last time are moved into the node, not cloned: a tensor with
+            // one owner can be updated in place by the backend, and it is freed as soon as the
+            // node is done with it.
+            let mut last: HashMap<&str, OnnxValue> = g.drops[i]
+                .iter()
+                .filter_map(|d| values.remove_entry(d.as_str()))
+                .collect();
             let args = node
                 .inputs
                 .iter()
-                .map(|name| {
+                .enumerate()
+                .map(|(k, name)| {
                     if name.is_empty() {
                         return None;
+                    }
+                    if last.contains_key(name.as_str()) {
+                        // The same tensor may feed a node twice (`Mul(x, x)`).
+                        let again = node.inputs[k + 1..].contains(name);
+                        return if again {
+                            last.get(name.as_str()).cloned()
+                        } else {
+                            last.remove(name.as_str())
+                        };
                     }
                     if let Some(v) = values.get(name.as_str()) {
                         return Some(v.clone());
@@ -475,9 +509,6 @@ impl OnnxModel {
                 if !name.is_empty() {
                     values.insert(name, v);
                 }
-            }
-            for d in &g.drops[i] {
-                values.remove(d.as_str());
             }
         }
         g.outputs
