@@ -122,9 +122,11 @@ pub(crate) fn apply_unary(ctx: &Ctx, u: &Unary) -> Result<FloatValue, OnnxError>
         Unary::Relu => activation::relu(t),
         Unary::Sigmoid => activation::sigmoid(t),
         Unary::Tanh => t.tanh(),
-        Unary::HardSigmoid { alpha, beta } => t.mul_scalar(alpha).add_scalar(beta).clamp(0.0, 1.0),
+        Unary::HardSigmoid { alpha, beta } => {
+            flint_layers::clamp(t.mul_scalar(alpha).add_scalar(beta), 0.0, 1.0)
+        }
         // x * relu6(x + 3) / 6, as ONNX and PyTorch define it.
-        Unary::HardSwish => t.clone() * t.add_scalar(3.0).clamp(0.0, 6.0).div_scalar(6.0),
+        Unary::HardSwish => t.clone() * flint_layers::relu6(t.add_scalar(3.0)).div_scalar(6.0),
         Unary::LeakyRelu { alpha } => activation::leaky_relu(t, alpha as f64),
         Unary::Elu { alpha } => {
             let neg = t
@@ -255,13 +257,13 @@ pub(crate) fn clip(ctx: &Ctx, min: Option<f32>, max: Option<f32>) -> Result<Floa
     let x = ctx.float(0)?;
     let min = ctx.scalar(1)?.or(min);
     let max = ctx.scalar(2)?.or(max);
-    let mut t = x.tensor;
-    if let Some(m) = min {
-        t = t.clamp_min(m);
-    }
-    if let Some(m) = max {
-        t = t.clamp_max(m);
-    }
+    // Both bounds (ReLU6) in one pass through flint's clamp kernel.
+    let t = match (min, max) {
+        (Some(lo), Some(hi)) => flint_layers::clamp(x.tensor, lo, hi),
+        (Some(lo), None) => x.tensor.clamp_min(lo),
+        (None, Some(hi)) => x.tensor.clamp_max(hi),
+        (None, None) => x.tensor,
+    };
     Ok(FloatValue {
         tensor: t,
         rank: x.rank,
