@@ -65,10 +65,9 @@ pub fn fetch(into: Option<PathBuf>, only: &[String]) -> anyhow::Result<ExitCode>
         }
     }
     println!(
-        "\nmodels folder: {} (searched by the build and by flint; or set FLINT_MODELS)",
+        "\nmodels folder: {} (searched by flint at run time; or set FLINT_MODELS)",
         dir.display()
     );
-    println!("rebuild afterwards (cargo build) so the ONNX models are compiled in");
     Ok(if missing == 0 {
         ExitCode::SUCCESS
     } else {

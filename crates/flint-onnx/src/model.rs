@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 use flint_layers::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 use onnx_ir::ModelProto;
@@ -603,17 +603,15 @@ fn batch_norm_slot(
         .try_init(device)
         .map_err(|e| unsupported(n, "epsilon", e.to_string()))?;
     let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [c]), device);
+    // `RunningState::new`, not `update`: an update is only seen by module visitors (records,
+    // burn-store snapshots) after a sync, so a checkpoint would hold the initial 0 and 1.
     let layer = BatchNorm {
         gamma: Some(Param::from_tensor(t(&vectors[0].1))),
         beta: Some(Param::from_tensor(t(&vectors[1].1))),
+        running_mean: Some(RunningState::new(t(&vectors[2].1))),
+        running_var: Some(RunningState::new(t(&vectors[3].1))),
         ..layer
     };
-    layer
-        .running_mean
-        .as_ref()
-        .unwrap()
-        .update(t(&vectors[2].1));
-    layer.running_var.as_ref().unwrap().update(t(&vectors[3].1));
     let names: [String; 4] = std::array::from_fn(|i| vectors[i].0.clone());
     // torchvision names: `bn1.running_mean` gives the prefix `bn1.` for the count and the flag.
     let prefix = names[2]

@@ -83,6 +83,37 @@ fn records_round_trip() {
     assert!(relative_error(&values(before), &values(expected)) > 1e-3);
 }
 
+/// Records and burn-store snapshots see a module through its visitor: a freshly loaded model
+/// must show them the file's running statistics, not batch norm's initial zeros and ones.
+#[test]
+fn visitors_see_the_files_running_statistics() {
+    struct Values(Vec<String>, Vec<(String, Vec<f32>)>);
+    impl ModuleVisitor for Values {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.1.push((self.0.join("."), values(p.val())));
+        }
+    }
+    let (_dir, model) = load(&Device::flex());
+    let mut seen = Values(Vec::new(), Vec::new());
+    model.visit(&mut seen);
+    let stats = model.running_stats();
+    let initial = |v: &f32| *v == 0.0 || *v == 1.0;
+    assert!(
+        stats.iter().all(|(_, t)| !values(t.clone()).iter().all(initial)),
+        "the test file's statistics must differ from batch norm's initial ones"
+    );
+    for (name, tensor) in stats {
+        let visited = &seen.1.iter().find(|(path, _)| *path == name).expect(&name).1;
+        assert_eq!(visited, &values(tensor), "{name}");
+    }
+}
+
 struct Scale(f32);
 
 impl burn::module::ModuleMapper for Scale {

@@ -152,8 +152,8 @@ pub fn load_weights<M: Module>(
         "safetensors" => "safetensors",
         "onnx" => {
             return Err(TransferError::Invalid(format!(
-                "{}: ONNX models are compiled into flint at build time (crate flint-pretrained), \
-                 not loaded at run time; use a pretrained model's name (`flint models` lists them)",
+                "{}: an ONNX file is a whole network, not weights for a flint definition; \
+                 load it with `load_pretrained` (`flint finetune --pretrained FILE.onnx`)",
                 path.display()
             )));
         }

@@ -278,11 +278,6 @@ pub fn load_onnx(
         .enumerate()
         .map(|(i, n)| (n.clone(), i))
         .collect();
-    // flint-onnx sets each batch norm's running statistics with `RunningState::update`, which
-    // a module visitor (records, checkpoints) does not see until they are synchronised: a
-    // checkpoint would hold the initial zeros and ones, and reloading it would bring back the
-    // file's statistics over trained ones. Reading them synchronises them.
-    let _ = cut.features.running_stats();
     let mut backbone = OnnxBackbone {
         model: cut.features,
         order: Arc::new(order),

@@ -281,7 +281,7 @@ fn weight_loading_errors_are_clear() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .contains("compiled into flint at build time"),
+            .contains("an ONNX file is a whole network"),
         "{err}"
     );
 }
