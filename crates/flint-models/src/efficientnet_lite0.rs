@@ -17,7 +17,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use flint_layers::{
-    BatchNorm, BatchNormConfig, DropPath, DropPathConfig, Dropout, DropoutConfig, conv2d,
+    BatchNorm, BatchNormConfig, DropPath, DropPathConfig, Dropout, DropoutConfig, conv2d, relu6,
 };
 
 use crate::error::{ModelConfigError, check_rate};
@@ -99,11 +99,6 @@ fn conv(
         .with_padding(padding)
         .with_bias(false)
         .init(device)
-}
-
-/// ReLU6: `min(max(x, 0), 6)`.
-fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.clamp(0.0, 6.0)
 }
 
 /// Configuration of [`EfficientNetLite0`].
@@ -233,7 +228,7 @@ impl MbConvBlock {
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
             x = relu6(bn.forward(conv2d(conv, x)));
         }
-        let x = relu6(self._bn1.forward(self._depthwise_conv.forward(x)));
+        let x = relu6(self._bn1.forward(conv2d(&self._depthwise_conv, x)));
         let x = self._bn2.forward(conv2d(&self._project_conv, x));
         if self.residual {
             self.drop_path.forward(x) + input
