@@ -105,11 +105,18 @@ fn visitors_see_the_files_running_statistics() {
     let stats = model.running_stats();
     let initial = |v: &f32| *v == 0.0 || *v == 1.0;
     assert!(
-        stats.iter().all(|(_, t)| !values(t.clone()).iter().all(initial)),
+        stats
+            .iter()
+            .all(|(_, t)| !values(t.clone()).iter().all(initial)),
         "the test file's statistics must differ from batch norm's initial ones"
     );
     for (name, tensor) in stats {
-        let visited = &seen.1.iter().find(|(path, _)| *path == name).expect(&name).1;
+        let visited = &seen
+            .1
+            .iter()
+            .find(|(path, _)| *path == name)
+            .expect(&name)
+            .1;
         assert_eq!(visited, &values(tensor), "{name}");
     }
 }

@@ -280,8 +280,7 @@ fn weight_loading_errors_are_clear() {
     )
     .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("an ONNX file is a whole network"),
+        err.to_string().contains("an ONNX file is a whole network"),
         "{err}"
     );
 }
