@@ -255,11 +255,15 @@ type Row = (String, String, u16, Measured, Option<Measured>);
 
 fn markdown(rows: &[Row], options: &BenchOptions, load: &[String; 2]) -> String {
     let mut out = format!(
-        "Fashion-MNIST, {} epoch(s) of {} training images at batch 128, eval at batch 1000, release build. Load average (1, 5, 15 min) before: {}, after: {}.\n\n",
+        "Fashion-MNIST, {} epoch(s) of {} training images at batch 128, eval at batch 1000, {}. Load average (1, 5, 15 min) before: {}, after: {}.\n\n",
         options.epochs,
         options
             .limit
             .map_or("60,000".to_string(), |l| l.to_string()),
+        // `flint_binary_with` builds release unless FLINT_BIN names a binary.
+        std::env::var("FLINT_BIN").map_or("release build".to_string(), |bin| format!(
+            "flint binary {bin}"
+        )),
         load[0],
         load[1],
     );
