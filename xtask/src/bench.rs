@@ -117,13 +117,18 @@ pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
         "load_average_after": load[1],
         "rows": json_rows,
     });
-    write_atomic(&options.output.join("bench.md"), table.as_bytes())?;
+    write_report(&options.output, &table, &report)
+}
+
+/// Writes a bench's table and its JSON report into `output` and prints the table.
+pub(crate) fn write_report(output: &Path, table: &str, report: &Value) -> anyhow::Result<()> {
+    write_atomic(&output.join("bench.md"), table.as_bytes())?;
     write_atomic(
-        &options.output.join("bench.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
+        &output.join("bench.json"),
+        serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
     println!("{table}");
-    println!("written to {}", options.output.join("bench.md").display());
+    println!("written to {}", output.join("bench.md").display());
     Ok(())
 }
 

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
-use flint_io::fs::write_atomic;
 use serde_json::{Value, json};
 
 /// The networks the protocol knows, and whether the PyTorch anchor has them.
@@ -179,14 +178,7 @@ pub fn bench(root: &Path, options: &FinetuneBenchOptions) -> anyhow::Result<()> 
         "pytorch": torch,
         "rows": json_rows,
     });
-    write_atomic(&options.output.join("bench.md"), table.as_bytes())?;
-    write_atomic(
-        &options.output.join("bench.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
-    println!("{table}");
-    println!("written to {}", options.output.join("bench.md").display());
-    Ok(())
+    crate::bench::write_report(&options.output, &table, &report)
 }
 
 fn measured_json(m: &Measured) -> Value {
