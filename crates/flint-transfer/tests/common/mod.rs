@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pytorch_file;
+
 use std::path::PathBuf;
 
 /// Whether missing data must fail the test (CI sets `FLINT_REQUIRE_DATA=1`) instead of skipping.
