@@ -36,12 +36,23 @@ pub struct BenchOptions {
     pub output: PathBuf,
 }
 
-pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
-    for backend in &options.backends {
+/// Checks the backends' names and returns a `flint` binary that has them: `FLINT_BIN`, or a
+/// release build with their features.
+pub(crate) fn flint_with_backends(backends: &[String]) -> anyhow::Result<PathBuf> {
+    for backend in backends {
         if !["flex", "ndarray", "wgpu"].contains(&backend.as_str()) {
             bail!("unknown backend `{backend}`; known: flex, ndarray, wgpu");
         }
     }
+    let features: Vec<&str> = backends
+        .iter()
+        .map(String::as_str)
+        .filter(|b| *b != "flex")
+        .collect();
+    crate::flint_binary_with(&features)
+}
+
+pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
     for model in &options.models {
         if !["mlp", "cnn"].contains(&model.as_str()) {
             bail!("unknown model `{model}`; known: mlp, cnn");
@@ -50,13 +61,7 @@ pub fn bench(root: &Path, options: &BenchOptions) -> anyhow::Result<()> {
     if options.threads.contains(&0) || options.epochs == 0 {
         bail!("threads and epochs must be at least 1");
     }
-    let features: Vec<&str> = options
-        .backends
-        .iter()
-        .map(String::as_str)
-        .filter(|b| *b != "flex")
-        .collect();
-    let flint = crate::flint_binary_with(&features)?;
+    let flint = flint_with_backends(&options.backends)?;
     let fashion = flint_data::Locator::new()
         .find(&flint_data::FASHION_MNIST)
         .context("the benchmark trains on Fashion-MNIST")?;

@@ -76,24 +76,13 @@ pub fn bench(root: &Path, options: &FinetuneBenchOptions) -> anyhow::Result<()> 
             );
         }
     }
-    for backend in &options.backends {
-        if !["flex", "ndarray", "wgpu"].contains(&backend.as_str()) {
-            bail!("unknown backend `{backend}`; known: flex, ndarray, wgpu");
-        }
-    }
     if options.threads.is_empty() || options.threads.contains(&0) || options.epochs == 0 {
         bail!("threads and epochs must be at least 1");
     }
     if options.limit == Some(0) {
         bail!("--limit must be at least 1 (images per split)");
     }
-    let features: Vec<&str> = options
-        .backends
-        .iter()
-        .map(String::as_str)
-        .filter(|b| *b != "flex")
-        .collect();
-    let flint = crate::flint_binary_with(&features)?;
+    let flint = crate::bench::flint_with_backends(&options.backends)?;
     let data = flint_data::Locator::new()
         .find(&flint_data::HYMENOPTERA)
         .context("protocol F1 fine-tunes on the hymenoptera image folder")?
