@@ -11,8 +11,10 @@
 //!   would compute the features once and train on the cache).
 //!
 //! `shared/anchors/torch_finetune.py` (torchvision's MobileNetV2, `--strategy finetune` and
-//! `feature-extract`) runs in the same run when `import torch` works; it has no EfficientNet-Lite0,
-//! so that network's rows have no PyTorch column. Peak memory is measured the same way for both
+//! `feature-extract`) runs in the same run when `import torch` works. EfficientNet-Lite0's anchor
+//! is the same script's loop with timm's `efficientnet_lite0` in place of MobileNetV2
+//! (`xtask/anchors/torch_finetune_timm.py`); without `timm` installed those rows have no PyTorch
+//! column. Peak memory is measured the same way for both
 //! programs: the child's maximum resident set size as the kernel reports it when the child
 //! exits (`wait4`). The table of ratios goes to stdout, `bench.md` and `bench.json`.
 
@@ -23,8 +25,20 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-/// The networks the protocol knows, and whether the PyTorch anchor has them.
-const MODELS: [(&str, bool); 2] = [("mobilenetv2", true), ("efficientnet-lite0", false)];
+/// The PyTorch program that runs a network's side of the protocol.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Anchor {
+    /// `shared/anchors/torch_finetune.py` itself (torchvision's MobileNetV2).
+    Torchvision,
+    /// That script's loop with this timm network in its place (`xtask/anchors/torch_finetune_timm.py`).
+    Timm(&'static str),
+}
+
+/// The networks the protocol knows, and their anchors.
+const MODELS: [(&str, Anchor); 2] = [
+    ("mobilenetv2", Anchor::Torchvision),
+    ("efficientnet-lite0", Anchor::Timm("efficientnet_lite0")),
+];
 
 /// The two strategies of protocol F1: name, `flint finetune` arguments, the anchor's strategy.
 const STRATEGIES: [(&str, &[&str], &str); 2] = [
@@ -98,24 +112,46 @@ pub fn bench(root: &Path, options: &FinetuneBenchOptions) -> anyhow::Result<()> 
     };
     let script = root.join("../shared/anchors/torch_finetune.py");
     let torch = options.torch && torch_available(&options.python, &script);
+    let timm_script = root.join("xtask/anchors/torch_finetune_timm.py");
+    let timm = torch
+        && options.models.iter().any(|m| {
+            MODELS
+                .iter()
+                .any(|&(n, a)| n == m && a != Anchor::Torchvision)
+        })
+        && timm_available(&options.python);
     let load_before = load_average();
 
     let mut rows = Vec::new();
     for model in &options.models {
-        let has_anchor = MODELS.iter().any(|&(m, a)| m == model && a);
+        let anchor = MODELS
+            .iter()
+            .find(|&&(m, _)| m == model)
+            .map(|&(_, a)| a)
+            .expect("checked above");
+        let anchor_program = match anchor {
+            Anchor::Torchvision if torch => Some(vec![script.clone().into_os_string()]),
+            Anchor::Timm(name) if timm => Some(vec![
+                timm_script.clone().into_os_string(),
+                name.into(),
+                script.clone().into_os_string(),
+            ]),
+            _ => None,
+        };
         for &(strategy, flint_args, anchor_strategy) in &STRATEGIES {
             for &threads in &options.threads {
-                let anchor = if torch && has_anchor {
-                    eprintln!("pytorch {model} {strategy}, {threads} thread(s)...");
-                    Some(run_torch(
-                        &script,
-                        options,
-                        anchor_strategy,
-                        threads,
-                        &data,
-                    )?)
-                } else {
-                    None
+                let anchor = match &anchor_program {
+                    Some(program) => {
+                        eprintln!("pytorch {model} {strategy}, {threads} thread(s)...");
+                        Some(run_torch(
+                            program,
+                            options,
+                            anchor_strategy,
+                            threads,
+                            &data,
+                        )?)
+                    }
+                    None => None,
                 };
                 for backend in &options.backends {
                     eprintln!("flint {backend} {model} {strategy}, {threads} thread(s)...");
@@ -194,6 +230,21 @@ fn torch_available(python: &str, script: &Path) -> bool {
         eprintln!("PyTorch anchor skipped: {} not found", script.display());
     }
     ok && script.exists()
+}
+
+/// Whether timm (EfficientNet-Lite0's anchor) imports; says why not on stderr.
+fn timm_available(python: &str) -> bool {
+    let ok = Command::new(python)
+        .args(["-c", "import timm"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "EfficientNet-Lite0's PyTorch anchor skipped: `{python} -c \"import timm\"` failed \
+             (pip install timm)"
+        );
+    }
+    ok
 }
 
 /// The 1-minute load average, as `/proc/loadavg` gives it (the figures depend on it).
@@ -322,15 +373,16 @@ fn run_flint(
     })
 }
 
+/// One run of an anchor: `program` is the script and its leading arguments.
 fn run_torch(
-    script: &Path,
+    program: &[std::ffi::OsString],
     options: &FinetuneBenchOptions,
     strategy: &str,
     threads: u16,
     data: &Path,
 ) -> anyhow::Result<Measured> {
     let mut cmd = Command::new(&options.python);
-    cmd.arg(script)
+    cmd.args(program)
         .arg(data)
         .args(["--threads", &threads.to_string()])
         .args(["--epochs", &options.epochs.to_string()])

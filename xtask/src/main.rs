@@ -69,7 +69,7 @@ enum Command {
         /// Do not run the PyTorch anchor.
         #[arg(long)]
         no_torch: bool,
-        /// The Python interpreter that has torch and numpy (finetune: and torchvision).
+        /// The Python interpreter that has torch and numpy (finetune: and torchvision; timm for EfficientNet-Lite0).
         #[arg(long, env = "FLINT_PYTHON", default_value = "python3")]
         python: String,
         /// Where bench.md, bench.json and the run directories go (default runs/bench, or
