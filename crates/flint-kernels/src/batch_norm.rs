@@ -17,6 +17,7 @@ use burn::tensor::module::BatchNormTrainOutput;
 use rayon::prelude::*;
 use std::sync::Arc;
 
+use super::profile::{self, KernelKind};
 use super::{
     AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values, written,
 };
@@ -183,6 +184,7 @@ fn normalise(
     beta: &FlexTensor,
     epsilon: f64,
 ) -> (FlexTensor, Statistics) {
+    let _span = profile::span(KernelKind::BatchNormForward, 0);
     let shape = dims(input);
     let (batch, channels, spatial) = layout(&shape);
     let input = values(input);
@@ -235,6 +237,7 @@ fn normalise(
 /// Gradients of the input, gamma and beta given the output's gradient:
 /// `dbeta = Σ dy`, `dgamma = Σ dy x̂`, `dx = γ σ⁻¹ (dy - dbeta / m - x̂ dgamma / m)`.
 fn gradients(state: &State, grad: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let _span = profile::span(KernelKind::BatchNormBackward, 0);
     let grad = contiguous(grad);
     let dy = values(&grad);
     let input = values(&state.input);

@@ -22,6 +22,7 @@ use std::mem::MaybeUninit;
 
 use super::depthwise::Depthwise;
 use super::gemm::{Operand, Wanted, matmul, matmul_into};
+use super::profile::{self, Profiled};
 use super::weighted::{self, WeightedOp};
 use super::{flex_tensor, written};
 
@@ -65,10 +66,32 @@ pub fn conv2d(
     if bias.is_some_and(|bias| bias.dims() != [geometry.c_out]) {
         return None;
     }
+    let kinds = profile::conv_kinds(geometry.depthwise(), geometry.kernel);
+    let multiply_adds = geometry.multiply_adds();
     if geometry.depthwise() {
-        weighted::apply(Depthwise(geometry), input, weight, bias)
+        let op = Depthwise(geometry);
+        weighted::apply(
+            Profiled {
+                op,
+                kinds,
+                multiply_adds,
+            },
+            input,
+            weight,
+            bias,
+        )
     } else {
-        weighted::apply(geometry, input, weight, bias)
+        let op = geometry;
+        weighted::apply(
+            Profiled {
+                op,
+                kinds,
+                multiply_adds,
+            },
+            input,
+            weight,
+            bias,
+        )
     }
 }
 
@@ -129,6 +152,12 @@ impl Geometry {
             out_h,
             out_w,
         })
+    }
+
+    /// Multiply-adds of the forward step (and of each gradient): one per output value and
+    /// kernel tap of its group's input channels, zero padding included.
+    fn multiply_adds(&self) -> u64 {
+        (self.batch * self.c_out * self.positions() * self.patch()) as u64
     }
 
     /// Length of one group's unfolded patch: `c_in / groups * kh * kw`.

@@ -33,6 +33,10 @@
 //! | [`batch_norm_train`] | `burn::tensor::module::batch_norm_train` | rank below 2, mismatched gamma/beta |
 //! | [`clamp`] (ReLU6: `clamp(x, 0, 6)`) | `Tensor::clamp` | NaN bounds, `min > max` |
 //!
+//! [`profile`] counts each kernel's calls, wall time and floating-point operations per kind of
+//! layer and pass, when turned on (`profile::enable(true)`), to see where a training step's
+//! time goes.
+//!
 //! # Example
 //! ```
 //! use burn::tensor::module::conv2d as burn_conv2d;
@@ -75,12 +79,12 @@ mod depthwise;
 mod gemm;
 mod linear;
 mod max_pool;
+pub mod profile;
 #[cfg(test)]
 mod test_util;
 mod weighted;
 
 pub use batch_norm::batch_norm_train;
-pub use clamp::clamp;
 pub use conv::{ConvOptions, conv2d};
 pub use linear::linear;
 pub use max_pool::max_pool2d;
@@ -91,6 +95,25 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
 use std::mem::MaybeUninit;
+
+/// `input` clamped to `[min, max]`, as `input.clamp(min, max)` computes it: the same values
+/// (a NaN stays NaN) and the same gradient (the output's gradient where
+/// `min <= input <= max`, NaN included, zero elsewhere). `None` where the input is not an f32
+/// tensor on flex or the bounds are NaN or `min > max` (the caller then uses burn's op).
+///
+/// Its forward calls are recorded by [`profile`] as [`profile::KernelKind::ClampForward`].
+///
+/// # Shapes
+/// - input: any
+/// - output: the input's
+pub fn clamp<const D: usize>(input: &Tensor<D>, min: f32, max: f32) -> Option<Tensor<D>> {
+    let span = profile::span(profile::KernelKind::ClampForward, 0);
+    let output = clamp::clamp(input, min, max);
+    if output.is_none() {
+        span.cancel();
+    }
+    output
+}
 
 /// An autodiff tensor on flex, without gradient checkpointing.
 pub(crate) type AutodiffFlex = Autodiff<Flex, NoCheckpointing>;

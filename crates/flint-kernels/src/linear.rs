@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::gemm::{Operand, Wanted, matmul_into};
+use super::profile::{LINEAR_KINDS, Profiled};
 use super::weighted::{self, WeightedOp};
 use super::{flex_tensor, rows_per_task, written};
 
@@ -37,8 +38,12 @@ pub fn linear(
     if d_in != w_in || batch * d_in * d_out == 0 || bias.is_some_and(|b| b.dims() != [d_out]) {
         return None;
     }
-    let sizes = Sizes { batch, d_in, d_out };
-    weighted::apply(sizes, input, weight, bias)
+    let op = Profiled {
+        op: Sizes { batch, d_in, d_out },
+        kinds: LINEAR_KINDS,
+        multiply_adds: (batch * d_in * d_out) as u64,
+    };
+    weighted::apply(op, input, weight, bias)
 }
 
 /// The sizes of one product.

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use std::hint::select_unpredictable;
 use std::sync::Arc;
 
+use super::profile::{self, KernelKind};
 use super::{
     AutodiffFlex, OnFlex, contiguous, dims, flex_tensor, on_flex, rows_per_task, values, written,
 };
@@ -76,6 +77,7 @@ fn pool_tracked(x: FloatTensor<AutodiffFlex>, kernel: [usize; 2]) -> FloatTensor
 /// Non-overlapping max pooling of a `[n, c, h, w]` f32 tensor; windows that do not fit
 /// (`h % kh` last rows, `w % kw` last columns) are dropped, as PyTorch does.
 fn pool(x: &FlexTensor, kernel: [usize; 2]) -> (FlexTensor, Argmax) {
+    let _span = profile::span(KernelKind::MaxPoolForward, 0);
     let x = contiguous(x);
     let shape = dims(&x);
     let (planes, height, width) = (shape[0] * shape[1], shape[2], shape[3]);
@@ -178,6 +180,7 @@ fn window_max(window: [f32; 4]) -> (f32, u8) {
 /// The gradient of the pooling's input: each output gradient at its window's maximum, zero
 /// elsewhere (windows do not overlap, so every input gets at most one).
 fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
+    let _span = profile::span(KernelKind::MaxPoolBackward, 0);
     let grad = contiguous(grad);
     let grad = values(&grad);
     let [n, c, height, width] = argmax.input_dims;
