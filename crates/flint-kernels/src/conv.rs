@@ -69,29 +69,11 @@ pub fn conv2d(
     let kinds = profile::conv_kinds(geometry.depthwise(), geometry.kernel);
     let multiply_adds = geometry.multiply_adds();
     if geometry.depthwise() {
-        let op = Depthwise(geometry);
-        weighted::apply(
-            Profiled {
-                op,
-                kinds,
-                multiply_adds,
-            },
-            input,
-            weight,
-            bias,
-        )
+        let op = Profiled::new(Depthwise(geometry), kinds, multiply_adds);
+        weighted::apply(op, input, weight, bias)
     } else {
-        let op = geometry;
-        weighted::apply(
-            Profiled {
-                op,
-                kinds,
-                multiply_adds,
-            },
-            input,
-            weight,
-            bias,
-        )
+        let op = Profiled::new(geometry, kinds, multiply_adds);
+        weighted::apply(op, input, weight, bias)
     }
 }
 

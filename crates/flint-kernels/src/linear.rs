@@ -38,11 +38,8 @@ pub fn linear(
     if d_in != w_in || batch * d_in * d_out == 0 || bias.is_some_and(|b| b.dims() != [d_out]) {
         return None;
     }
-    let op = Profiled {
-        op: Sizes { batch, d_in, d_out },
-        kinds: LINEAR_KINDS,
-        multiply_adds: (batch * d_in * d_out) as u64,
-    };
+    let multiply_adds = (batch * d_in * d_out) as u64;
+    let op = Profiled::new(Sizes { batch, d_in, d_out }, LINEAR_KINDS, multiply_adds);
     weighted::apply(op, input, weight, bias)
 }
 

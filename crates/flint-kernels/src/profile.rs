@@ -315,17 +315,6 @@ impl KernelProfile {
             wall_secs,
             share(wall_secs)
         );
-        if let Some(p) = peak {
-            let _ = writeln!(
-                out,
-                "matmul peak ({n}x{n}x{n} f32, flint's gemm): {:.2} GFLOP/s on 1 thread, \
-                 {:.2} GFLOP/s on {} threads",
-                p.single_thread,
-                p.all_threads,
-                p.threads,
-                n = p.size
-            );
-        }
         out
     }
 }
@@ -424,9 +413,20 @@ impl Drop for Span {
 /// `multiply_adds` multiply-adds.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Profiled<Op> {
-    pub(crate) op: Op,
-    pub(crate) kinds: [KernelKind; 3],
-    pub(crate) multiply_adds: u64,
+    op: Op,
+    kinds: [KernelKind; 3],
+    multiply_adds: u64,
+}
+
+impl<Op> Profiled<Op> {
+    /// `op`, recorded under the forward, input-gradient and weight-gradient `kinds`.
+    pub(crate) fn new(op: Op, kinds: [KernelKind; 3], multiply_adds: u64) -> Self {
+        Self {
+            op,
+            kinds,
+            multiply_adds,
+        }
+    }
 }
 
 impl<Op: WeightedOp> WeightedOp for Profiled<Op> {
@@ -479,52 +479,67 @@ pub struct MatmulPeak {
     pub size: usize,
     /// One product at a time on the calling thread (the best of the repeats).
     pub single_thread: f64,
-    /// Threads of the current rayon pool, each running its own products at once.
+    /// Threads of the current rayon pool, each running its own product at once.
     pub threads: usize,
-    /// Their products together over the time the slowest took.
+    /// Their products together over the time the slowest took (the best of the repeats).
     pub all_threads: f64,
 }
 
-/// Measures [`MatmulPeak`] with `size x size` f32 matrices, `repeats` products per thread after
-/// one to warm up, through the same gemm call (one product per thread) as flint's convolution
-/// and linear kernels. `None` for `size` or `repeats` of 0.
+impl std::fmt::Display for MatmulPeak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "matmul peak ({n}x{n}x{n} f32, flint's gemm): {:.2} GFLOP/s on 1 thread, {:.2} \
+             GFLOP/s on {} thread(s) at once",
+            self.single_thread,
+            self.all_threads,
+            self.threads,
+            n = self.size
+        )
+    }
+}
+
+/// Measures [`MatmulPeak`] with `size x size` f32 matrices through the same gemm call (one
+/// product per thread) as flint's convolution and linear kernels: the best of `repeats` products
+/// on the calling thread, then the best of `repeats` rounds of one product on every thread of
+/// the current rayon pool at once, each after one to warm up. `None` for `size` or `repeats`
+/// of 0.
 pub fn matmul_peak(size: usize, repeats: usize) -> Option<MatmulPeak> {
     if size == 0 || repeats == 0 {
         return None;
     }
     let flops = 2.0 * (size as f64).powi(3);
-    let run = |times: usize| {
-        let lhs: Vec<f32> = (0..size * size).map(|i| (i % 7) as f32 * 0.25).collect();
-        let rhs: Vec<f32> = (0..size * size).map(|i| (i % 5) as f32 * 0.5).collect();
-        let mut dst = vec![0.0f32; size * size];
-        let mut best = f64::INFINITY;
-        for _ in 0..times {
-            let start = Instant::now();
-            let (a, b) = (Operand::rows(&lhs, size), Operand::rows(&rhs, size));
-            matmul(&mut dst, false, a, b, [size, size, size]);
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        std::hint::black_box(&dst);
-        best
+    let lhs: Vec<f32> = (0..size * size).map(|i| (i % 7) as f32 * 0.25).collect();
+    let rhs: Vec<f32> = (0..size * size).map(|i| (i % 5) as f32 * 0.5).collect();
+    // Each thread writes its own output, allocated (and first touched) before the clock starts.
+    let product = |dst: &mut [f32]| {
+        let (a, b) = (Operand::rows(&lhs, size), Operand::rows(&rhs, size));
+        matmul(dst, false, a, b, [size, size, size]);
     };
-    run(1);
-    let single = run(repeats);
+    let best = |round: &dyn Fn()| {
+        round();
+        (0..repeats)
+            .map(|_| {
+                let start = Instant::now();
+                round();
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
     let threads = rayon::current_num_threads();
-    run_everywhere(|| run(1));
-    let start = Instant::now();
-    run_everywhere(|| run(repeats));
-    let elapsed = start.elapsed().as_secs_f64();
+    let outputs: Vec<Mutex<Vec<f32>>> = (0..threads)
+        .map(|_| Mutex::new(vec![0.0f32; size * size]))
+        .collect();
+    let single = best(&|| product(&mut lock(&outputs[0])));
+    let everywhere = best(&|| {
+        rayon::broadcast(|context| product(&mut lock(&outputs[context.index()])));
+    });
     Some(MatmulPeak {
         size,
         single_thread: flops / single * 1e-9,
         threads,
-        all_threads: flops * (threads * repeats) as f64 / elapsed * 1e-9,
+        all_threads: flops * threads as f64 / everywhere * 1e-9,
     })
-}
-
-/// `work` once on every thread of the current rayon pool, at the same time.
-fn run_everywhere(work: impl Fn() -> f64 + Sync) {
-    rayon::broadcast(|_| work());
 }
 
 #[cfg(test)]
