@@ -27,6 +27,7 @@ use flint_io::seed::derive_seed;
 use crate::checkpoint::{self, RunState};
 use crate::config::{EarlyStoppingConfig, OptimizerConfig, ScheduleConfig};
 use crate::error::TrainError;
+use crate::kernel_profile::{Phase, PhaseProfiler};
 use crate::metrics::{EpochMetrics, EpochTally, EvalAccumulator, EvalReport, metrics_csv};
 use crate::optim::{build_optimizer, clip_grad_norm};
 use crate::parallel;
@@ -326,6 +327,7 @@ where
             hook(0, &model.valid()).map_err(TrainError::Hook)?;
             hook_secs += t.elapsed().as_secs_f64();
         }
+        let mut kernels = PhaseProfiler::from_env();
         'epochs: for epoch in state.epoch + 1..=epochs {
             if let Some(hook) = self.on_epoch.as_mut() {
                 model = hook(epoch, model, &progress).map_err(TrainError::Hook)?;
@@ -343,6 +345,7 @@ where
             };
             progress.start_epoch(epoch, epochs, epoch_steps);
             let mut tally = EpochTally::start();
+            kernels.start();
             let mut lr = config.optimizer.lr;
             let shards = parallel::shard_epoch(batches, &train_devices);
             let mut iterators: Vec<_> = shards.iter().map(|(d, l)| (d.clone(), l.iter())).collect();
@@ -416,6 +419,7 @@ where
                     c.apply(model::Layers(layers));
                 }
                 for (shard_loss, logits, targets) in outputs {
+                    kernels.samples(logits.dims()[0]);
                     tally.add(shard_loss, logits, targets);
                 }
                 progress.batch(tally.loss(), tally.accuracy(), tally.samples_per_sec());
@@ -437,10 +441,12 @@ where
                 }
             }
             let train_secs = tally.secs();
+            kernels.end(Phase::Train);
             let eval = match &self.eval {
                 Some(set) => evaluate_model(&model.valid(), set.data, set.batch_size, &device)?,
                 None => EvalReport::empty(),
             };
+            kernels.end(Phase::Eval);
             let metrics = tally.metrics(epoch, lr, train_secs, &eval);
             let eval_name = self.eval.as_ref().map_or("val", |e| e.name);
             progress.end_epoch(&metrics, epochs, eval_name);
@@ -503,6 +509,7 @@ where
                 break 'epochs;
             }
         }
+        kernels.finish();
         Ok(Trained {
             model,
             history: state.history,

@@ -123,6 +123,7 @@ pub mod config;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+pub mod kernel_profile;
 pub mod memory;
 pub mod metrics;
 pub mod optim;

@@ -1,0 +1,197 @@
+//! `FLINT_PROFILE_KERNELS=1`: where the training steps' time goes, per kind of layer.
+//!
+//! With the variable set (to anything but `0` or empty), [`Engine::fit`](crate::Engine::fit)
+//! turns on [`flint_kernels::profile`], splits its counters between the training steps and the
+//! evaluation passes of every epoch, and at the end of the run prints on stderr (stdout stays
+//! parseable in JSON mode) a table for each: calls, seconds, share of the phase's wall time,
+//! GFLOP and GFLOP/s per kind of kernel, with the time not spent in flint's kernels ("other":
+//! burn's element-wise ops, the optimiser, data loading, allocation) and the machine's
+//! matrix-product peak measured at the end of the same run through the same gemm path.
+//! The forward multiply-adds per training sample, per kind of layer, check the counts against
+//! a model's published figure.
+
+use std::time::Instant;
+
+use flint_kernels::profile::{self, KernelKind, KernelProfile, MatmulPeak};
+
+/// The environment variable that turns the profile on.
+pub const PROFILE_ENV: &str = "FLINT_PROFILE_KERNELS";
+
+/// Side of the square matrices of the peak measurement (2 GFLOP per product).
+const PEAK_SIZE: usize = 1024;
+
+/// Products per thread of the peak measurement, after one to warm up.
+const PEAK_REPEATS: usize = 4;
+
+/// Whether [`PROFILE_ENV`] asks for the profile.
+pub fn requested() -> bool {
+    std::env::var(PROFILE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A run's phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The training steps of an epoch (forward, backward, optimiser step).
+    Train,
+    /// The evaluation pass after an epoch.
+    Eval,
+}
+
+/// The kernel counters and wall time of one phase, over every epoch of a run.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseProfile {
+    /// What flint's kernels did.
+    pub kernels: KernelProfile,
+    /// Wall time of the phase, in seconds.
+    pub secs: f64,
+    /// Samples the phase went through (counted for training only).
+    pub samples: usize,
+}
+
+/// Splits the kernel counters of a run into its phases; inert unless built by
+/// [`PhaseProfiler::from_env`] with the variable set.
+#[derive(Debug)]
+pub(crate) struct PhaseProfiler {
+    on: bool,
+    mark: (KernelProfile, Instant),
+    train: PhaseProfile,
+    eval: PhaseProfile,
+}
+
+impl PhaseProfiler {
+    /// A profiler that records when [`PROFILE_ENV`] asks for it (and then turns profiling on).
+    pub(crate) fn from_env() -> Self {
+        let on = requested();
+        if on {
+            profile::enable(true);
+        }
+        Self {
+            on,
+            mark: (KernelProfile::default(), Instant::now()),
+            train: PhaseProfile::default(),
+            eval: PhaseProfile::default(),
+        }
+    }
+
+    /// A phase starts now.
+    pub(crate) fn start(&mut self) {
+        if self.on {
+            self.mark = (profile::snapshot(), Instant::now());
+        }
+    }
+
+    /// `samples` more training samples.
+    pub(crate) fn samples(&mut self, samples: usize) {
+        self.train.samples += samples;
+    }
+
+    /// The current phase, `phase`, ends now; the next one starts.
+    pub(crate) fn end(&mut self, phase: Phase) {
+        if !self.on {
+            return;
+        }
+        let (kernels, start) = (profile::snapshot(), Instant::now());
+        let into = match phase {
+            Phase::Train => &mut self.train,
+            Phase::Eval => &mut self.eval,
+        };
+        into.kernels.merge(&kernels.since(&self.mark.0));
+        into.secs += start.duration_since(self.mark.1).as_secs_f64();
+        self.mark = (kernels, start);
+    }
+
+    /// Prints the report on stderr (when on), measuring the peak first, and turns profiling off.
+    pub(crate) fn finish(self) {
+        if !self.on {
+            return;
+        }
+        profile::enable(false);
+        let peak = profile::matmul_peak(PEAK_SIZE, PEAK_REPEATS);
+        eprint!("{}", report(&self.train, &self.eval, peak.as_ref()));
+    }
+}
+
+/// The text report of a run's two phases beside `peak`.
+pub fn report(train: &PhaseProfile, eval: &PhaseProfile, peak: Option<&MatmulPeak>) -> String {
+    let threads = rayon::current_num_threads();
+    let mut out = format!(
+        "\nkernel profile ({PROFILE_ENV}), training steps: {} samples, {threads} thread(s)\n",
+        train.samples
+    );
+    out += &train.kernels.table(train.secs, peak);
+    if train.samples > 0 {
+        out += &forward_per_sample(&train.kernels, train.samples);
+    }
+    if eval.kernels.total().calls > 0 {
+        out += &format!("\nkernel profile ({PROFILE_ENV}), evaluation passes\n");
+        out += &eval.kernels.table(eval.secs, peak);
+    }
+    if let Some(peak) = peak {
+        out += &format!("{peak}\n");
+    }
+    out
+}
+
+/// The forward multiply-adds per sample, in total and per kind of layer.
+fn forward_per_sample(kernels: &KernelProfile, samples: usize) -> String {
+    use KernelKind::*;
+    let kinds = [
+        (PointwiseForward, "1x1"),
+        (DepthwiseForward, "depthwise"),
+        (ConvForward, "other conv"),
+        (LinearForward, "linear"),
+    ];
+    let total: u64 = kinds.iter().map(|&(k, _)| kernels.get(k).flops).sum();
+    let macs = |flops: u64| flops as f64 / 2.0 / samples as f64 / 1e6;
+    let mut out = format!(
+        "forward multiply-adds per training sample: {:.1} M (",
+        macs(total)
+    );
+    let shares: Vec<String> = kinds
+        .iter()
+        .map(|&(kind, name)| {
+            let flops = kernels.get(kind).flops;
+            format!(
+                "{name} {:.1} M, {:.1}%",
+                macs(flops),
+                100.0 * flops as f64 / total.max(1) as f64
+            )
+        })
+        .collect();
+    out += &shares.join("; ");
+    out += ")\n";
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_shows_each_phase_and_the_forward_count_per_sample() {
+        let mut train = PhaseProfile {
+            secs: 2.0,
+            samples: 4,
+            ..PhaseProfile::default()
+        };
+        let device = burn::tensor::Device::flex();
+        let x = burn::tensor::Tensor::<2>::ones([4, 1000], &device);
+        let w = burn::tensor::Tensor::<2>::ones([1000, 500], &device);
+        profile::enable(true);
+        let before = profile::thread_snapshot();
+        flint_kernels::linear(&x, &w, None).expect("f32 on flex");
+        let linear = profile::thread_snapshot().since(&before);
+        profile::enable(false);
+        train.kernels.merge(&linear);
+        assert_eq!(
+            train.kernels.get(KernelKind::LinearForward).flops,
+            2 * 4 * 1000 * 500
+        );
+        let text = report(&train, &PhaseProfile::default(), None);
+        assert!(text.contains("linear forward"), "{text}");
+        // 1000 x 500 multiply-adds per sample, all of them in the linear layer.
+        assert!(text.contains("sample: 0.5 M (1x1 0.0 M, 0.0%"), "{text}");
+        assert!(text.contains("linear 0.5 M, 100.0%"), "{text}");
+        assert!(!text.contains("evaluation"), "{text}");
+    }
+}
