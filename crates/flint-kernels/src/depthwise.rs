@@ -5,19 +5,23 @@
 //! `[kh * kw, positions]`: far too thin for gemm. burn computes the forward step with a direct
 //! loop, but its backward step runs one convolution and one copy of the whole weight gradient
 //! per channel. Here every step is a direct loop over one `(image, input channel)` plane at a
-//! time, whose inner loops run over the whole plane at once:
+//! time:
 //!
 //! - the padded input plane is split into `stride_h * stride_w` phase planes (phase `(a, b)`
 //!   holds padded rows `a, a + stride_h, ..` and columns `b, b + stride_w, ..`), so each kernel
 //!   tap reads one phase plane at a fixed offset: stride 1, whatever the convolution's stride;
-//! - outputs are laid out with the phase planes' row length (a few extra columns per row, dropped
-//!   at the end), so each tap is one contiguous multiply-add over the whole plane, not one per
-//!   output row: long vector loops even for MobileNet's 7x7 planes;
-//! - forward: output = bias + Σ_tap weight · phase plane at the tap's offset;
-//! - input gradient: Σ_tap weight · output gradient, added onto the phase planes at the tap's
-//!   offset, then folded back into the image (padding dropped);
-//! - weight and bias gradients: per tap, the dot product of the output gradient with the phase
-//!   plane at the tap's offset, in f32 blocks summed in f64.
+//! - forward: each output row in register blocks of 32 (then 16) columns, bias plus
+//!   `Σ_tap weight · phase plane at the tap's offset`, written once straight into the output;
+//! - input gradient: the output gradient is laid out with the phase planes' row length (zeros in
+//!   the extra columns), and each phase-plane value gathers `Σ_tap weight · gradient at (value -
+//!   tap offset)` over its phase's taps in registers, written once, then folded back into the
+//!   image (padding dropped);
+//! - weight and bias gradients: the dot products of the output gradient with the phase plane
+//!   at each tap's offset, up to nine taps in one pass over the gradient, in f32 blocks summed
+//!   in f64.
+//!
+//! The phase split is one pass over a plane that stays in cache; the only passes over memory
+//! are the reads of the input (and output gradient) and the writes of the results.
 //!
 //! Tasks are runs of `(image, input channel)` planes on rayon's current pool, like the other
 //! kernels. Each task writes its planes' weight and bias gradient terms to its own slots, summed
@@ -57,7 +61,20 @@ struct Plan {
     phase_w: usize,
     /// Offset of each tap (row-major over the kernel) in the phase planes' buffer.
     taps: Vec<usize>,
+    /// Per phase plane, its taps: their kernel indices and, for the input gradient's gather,
+    /// where each reads the spread gradient ([`Plan::reach`] minus the tap's offset inside the
+    /// phase plane).
+    phase_taps: Vec<PhaseTaps>,
+    /// Where each input row lands, from [`Plan::row_runs`]: `(row, first column, index)`.
+    runs: Vec<[usize; 3]>,
     multiplier: usize,
+}
+
+/// The taps that read one phase plane (see [`Plan::phase_taps`]).
+#[derive(Clone, Debug)]
+struct PhaseTaps {
+    indices: Vec<usize>,
+    starts: Vec<usize>,
 }
 
 impl Plan {
@@ -80,7 +97,17 @@ impl Plan {
                 taps.push(phase * phase_h * phase_w + (y / stride[0]) * phase_w + x / stride[1]);
             }
         }
-        Self {
+        let plane = phase_h * phase_w;
+        let reach = taps.iter().map(|&t| t % plane).max().unwrap_or(0);
+        let phase_taps = (0..stride[0] * stride[1])
+            .map(|k| {
+                let indices: Vec<usize> =
+                    (0..taps.len()).filter(|&t| taps[t] / plane == k).collect();
+                let starts = indices.iter().map(|&t| reach - taps[t] % plane).collect();
+                PhaseTaps { indices, starts }
+            })
+            .collect();
+        let mut plan = Self {
             width: g.width,
             out_h: g.out_h,
             out_w: g.out_w,
@@ -89,13 +116,24 @@ impl Plan {
             phase_h,
             phase_w,
             taps,
+            phase_taps,
+            runs: Vec::new(),
             multiplier: g.c_out / g.c_in,
-        }
+        };
+        plan.runs = (0..g.height)
+            .flat_map(|iy| plan.row_runs(iy).map(move |(ix, start)| [iy, ix, start]))
+            .collect();
+        plan
+    }
+
+    /// Length of one phase plane.
+    fn plane(&self) -> usize {
+        self.phase_h * self.phase_w
     }
 
     /// Length of the phase planes' buffer.
     fn phases(&self) -> usize {
-        self.stride[0] * self.stride[1] * self.phase_h * self.phase_w
+        self.stride[0] * self.stride[1] * self.plane()
     }
 
     /// Length of an output plane laid out with the phase planes' row length: output `(oy, ox)`
@@ -105,13 +143,19 @@ impl Plan {
         (self.out_h - 1) * self.phase_w + self.out_w
     }
 
+    /// The largest offset of a tap inside its own phase plane.
+    fn reach(&self) -> usize {
+        let plane = self.plane();
+        self.taps.iter().map(|&t| t % plane).max().unwrap_or(0)
+    }
+
     /// Where input row `iy` lands: for each phase column `b`, the first input column of that
     /// phase and the phase-buffer index it goes to (the row's later columns of the phase
     /// follow one `stride_w` apart in the input, adjacent in the phase plane).
     fn row_runs(&self, iy: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         let [sy, sx] = self.stride;
         let r = iy + self.before[0];
-        let plane = self.phase_h * self.phase_w;
+        let plane = self.plane();
         let base = (r % sy) * sx * plane + (r / sy) * self.phase_w;
         let left = self.before[1];
         (0..sx)
@@ -123,16 +167,30 @@ impl Plan {
             .filter(|&(ix, _)| ix < self.width)
     }
 
-    /// Splits the `[height, width]` plane into the zero-padded phase planes.
+    /// Copies the `[height, width]` plane into the phase planes. Only the positions of input
+    /// values are written, the same ones for every plane: the padding keeps the zeros the
+    /// buffer was created with.
     #[inline(always)]
     fn split(&self, plane: &[f32], phases: &mut [f32]) {
-        phases.fill(0.0);
-        let sx = self.stride[1];
-        for (iy, row) in plane.chunks_exact(self.width).enumerate() {
-            for (ix, start) in self.row_runs(iy) {
-                let src = row.iter().skip(ix).step_by(sx);
-                for (d, &v) in phases[start..].iter_mut().zip(src) {
-                    *d = v;
+        let (width, sx) = (self.width, self.stride[1]);
+        for &[iy, ix, start] in &self.runs {
+            let row = &plane[iy * width..][ix..width];
+            let dst = &mut phases[start..][..row.len().div_ceil(sx)];
+            match sx {
+                1 => dst.copy_from_slice(row),
+                2 => {
+                    let pairs = row.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        dst[dst.len() - 1] = *last;
+                    }
+                    for (d, pair) in dst.iter_mut().zip(pairs) {
+                        *d = pair[0];
+                    }
+                }
+                _ => {
+                    for (d, &v) in dst.iter_mut().zip(row.iter().step_by(sx)) {
+                        *d = v;
+                    }
                 }
             }
         }
@@ -142,50 +200,55 @@ impl Plan {
     /// dropped).
     #[inline(always)]
     fn join(&self, phases: &[f32], plane: &mut [f32]) {
-        let sx = self.stride[1];
-        for (iy, row) in plane.chunks_exact_mut(self.width).enumerate() {
-            for (ix, start) in self.row_runs(iy) {
-                let dst = row.iter_mut().skip(ix).step_by(sx);
-                for (d, &v) in dst.zip(&phases[start..]) {
-                    *d = v;
-                }
+        let (width, sx) = (self.width, self.stride[1]);
+        for &[iy, ix, start] in &self.runs {
+            let row = &mut plane[iy * width..][ix..width];
+            let src = &phases[start..][..row.len().div_ceil(sx)];
+            if sx == 1 {
+                row.copy_from_slice(src);
+                continue;
+            }
+            for (d, &v) in row.iter_mut().step_by(sx).zip(src) {
+                *d = v;
             }
         }
     }
 }
 
-/// `dst[i] += a * src[i]`.
+/// Lanes of one register-held block of outputs: two AVX-512 registers.
+const WIDE: usize = 32;
+/// Lanes of the narrower block that finishes a row: one AVX-512 register.
+const NARROW: usize = 16;
+/// Zeros kept after the phase planes and the spread gradient, so that a block that starts
+/// before the end of a row or plane may read its whole width.
+const SLACK: usize = WIDE;
+
+/// `start + Σ_t weights[t] · src[offsets[t] + at + i]` for the `L` lanes `i`, summed in
+/// registers, taps in order.
 #[inline(always)]
-fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
-    let src = &src[..dst.len()];
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += a * s;
+fn taps_block<const L: usize>(
+    src: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    at: usize,
+    start: [f32; L],
+) -> [f32; L] {
+    let mut acc = start;
+    for (&w, &offset) in weights.iter().zip(offsets) {
+        let s: &[f32; L] = src[offset + at..][..L].try_into().expect("L values");
+        for lane in 0..L {
+            acc[lane] += w * s[lane];
+        }
     }
+    acc
 }
 
-/// `Σ a[i] * b[i]`, in f32 blocks of [`BLOCK`] (sixteen partial sums each, so the loop
-/// vectorises) summed in f64.
+/// Writes the first `dst.len()` (at most `L`) lanes of `block`.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    let b = &b[..a.len()];
-    let mut total = 0.0f64;
-    for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-        let mut lanes = [0.0f32; 16];
-        let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-        let tail: f32 = a16
-            .remainder()
-            .iter()
-            .zip(b16.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in a16.zip(b16) {
-            for lane in 0..16 {
-                lanes[lane] += x[lane] * y[lane];
-            }
-        }
-        total += (lanes.iter().sum::<f32>() + tail) as f64;
+fn store<const L: usize>(dst: &mut [MaybeUninit<f32>], block: &[f32; L]) {
+    for (d, &v) in dst.iter_mut().zip(block) {
+        d.write(v);
     }
-    total
 }
 
 /// `Σ values`, in f32 blocks of [`BLOCK`] summed in f64.
@@ -207,22 +270,66 @@ fn sum(values: &[f32]) -> f64 {
         .sum()
 }
 
-/// Buffers one task reuses from plane to plane.
+/// The weight and bias gradient terms of `N` taps at once, in one pass over the gradient:
+/// `sums[t] = Σ_p grad[p] · phases[offsets[t] + p]` for `p < span`, and, where `bias` is given,
+/// `Σ_p grad[p]` into it. `grad` and `phases` hold zeros (or anything finite times zero) up to
+/// [`NARROW`] values past `span` and `offsets[t] + span`. Sums run in f32 lanes over blocks of
+/// [`BLOCK`] positions, then in f64.
+#[inline(always)]
+fn tap_dots<const N: usize>(
+    grad: &[f32],
+    phases: &[f32],
+    offsets: &[usize],
+    span: usize,
+    sums: &mut [f64],
+    bias: Option<&mut f64>,
+) {
+    let offsets: &[usize; N] = offsets.try_into().expect("N taps");
+    let mut totals = [0.0f64; N];
+    let mut bias_total = 0.0f64;
+    for block in (0..span).step_by(BLOCK) {
+        let mut lanes = [[0.0f32; NARROW]; N];
+        let mut bias_lanes = [0.0f32; NARROW];
+        for p in (block..(block + BLOCK).min(span)).step_by(NARROW) {
+            let g: &[f32; NARROW] = grad[p..][..NARROW].try_into().expect("a block");
+            for lane in 0..NARROW {
+                bias_lanes[lane] += g[lane];
+            }
+            for (lanes, &offset) in lanes.iter_mut().zip(offsets) {
+                let x: &[f32; NARROW] = phases[offset + p..][..NARROW].try_into().expect("a block");
+                for lane in 0..NARROW {
+                    lanes[lane] += g[lane] * x[lane];
+                }
+            }
+        }
+        for (total, lanes) in totals.iter_mut().zip(&lanes) {
+            *total += lanes.iter().sum::<f32>() as f64;
+        }
+        bias_total += bias_lanes.iter().sum::<f32>() as f64;
+    }
+    sums[..N].copy_from_slice(&totals);
+    if let Some(bias) = bias {
+        *bias = bias_total;
+    }
+}
+
+/// Buffers one task reuses from plane to plane. The positions a plane writes are the same for
+/// every plane, so the zeros around them (padding, extra columns, [`SLACK`]) are set once.
 struct Scratch {
     /// The phase planes of the input.
     phases: Vec<f32>,
     /// The phase planes of the input's gradient.
     grad_phases: Vec<f32>,
-    /// One output (or output gradient) plane in the phase planes' row length.
+    /// One output gradient plane in the phase planes' row length, after [`Plan::reach`] zeros.
     spread: Vec<f32>,
 }
 
 impl Scratch {
     fn new(plan: &Plan) -> Self {
         Self {
-            phases: vec![0.0; plan.phases()],
+            phases: vec![0.0; plan.phases() + SLACK],
             grad_phases: Vec::new(),
-            spread: vec![0.0; plan.span()],
+            spread: Vec::new(),
         }
     }
 }
@@ -273,7 +380,9 @@ multiversion!(forward_plane => forward_plane_body(
 ));
 
 /// The `multiplier` output planes of one input plane: `weight` and `bias` are those output
-/// channels', `out` their `[multiplier, out_h, out_w]` block.
+/// channels', `out` their `[multiplier, out_h, out_w]` block. Each output row is computed in
+/// blocks of [`WIDE`] (then [`NARROW`]) columns held in registers over all the taps, and
+/// written once.
 #[inline(always)]
 fn forward_plane_body(
     plan: &Plan,
@@ -284,20 +393,26 @@ fn forward_plane_body(
     out: &mut [MaybeUninit<f32>],
 ) {
     let taps = plan.taps.len();
-    let Scratch { phases, spread, .. } = scratch;
+    let phases = &mut scratch.phases;
     plan.split(plane, phases);
-    let out_plane = plan.out_h * plan.out_w;
-    for (j, out) in out.chunks_exact_mut(out_plane).enumerate() {
-        spread.fill(bias.map_or(0.0, |bias| bias[j]));
-        for (&w, &offset) in weight[j * taps..][..taps].iter().zip(&plan.taps) {
-            axpy(spread, w, &phases[offset..]);
-        }
-        for (dst, src) in out
-            .chunks_exact_mut(plan.out_w)
-            .zip(spread.chunks(plan.phase_w))
-        {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                d.write(s);
+    let phases = &phases[..];
+    let (out_w, phase_w) = (plan.out_w, plan.phase_w);
+    for (j, out) in out.chunks_exact_mut(plan.out_h * out_w).enumerate() {
+        let weights = &weight[j * taps..][..taps];
+        let b = bias.map_or(0.0, |bias| bias[j]);
+        for (oy, row) in out.chunks_exact_mut(out_w).enumerate() {
+            let at = oy * phase_w;
+            let mut ox = 0;
+            while ox + WIDE <= out_w {
+                let block = taps_block(phases, &plan.taps, weights, at + ox, [b; WIDE]);
+                store(&mut row[ox..ox + WIDE], &block);
+                ox += WIDE;
+            }
+            while ox < out_w {
+                let block = taps_block(phases, &plan.taps, weights, at + ox, [b; NARROW]);
+                let end = (ox + NARROW).min(out_w);
+                store(&mut row[ox..end], &block);
+                ox = end;
             }
         }
     }
@@ -317,6 +432,10 @@ multiversion!(backward_plane => backward_plane_body(
 /// The gradients from the `multiplier` output-gradient planes `grad` of one input plane: its
 /// gradient into `input_grad` (where wanted), and into `sums` (`[multiplier, taps + 1]`) each
 /// output channel's weight gradient terms followed by its bias gradient term.
+///
+/// The input gradient is gathered, not scattered: each phase-plane value is
+/// `Σ_tap weight · gradient at (value - tap offset)` over the taps of its phase, summed in
+/// registers and written once (added for the second and later output channels).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_plane_body(
@@ -330,46 +449,97 @@ fn backward_plane_body(
     wanted: Wanted,
 ) {
     let taps = plan.taps.len();
-    let out_plane = plan.out_h * plan.out_w;
+    let (out_w, phase_w, span) = (plan.out_w, plan.phase_w, plan.span());
+    let (phase_plane, reach) = (plan.plane(), plan.reach());
+    let mut tap_weights = [0.0f32; 9];
     let Scratch {
         phases,
         grad_phases,
         spread,
     } = scratch;
-    let mut input_phases = input_grad.is_some().then(|| {
-        grad_phases.clear();
-        grad_phases.resize(plan.phases(), 0.0);
-        &mut grad_phases[..]
-    });
+    if spread.is_empty() {
+        // `reach` zeros, the gradient plane, then zeros up to one phase plane and SLACK.
+        spread.resize(reach + phase_plane.max(span) + SLACK, 0.0);
+    }
+    if input_grad.is_some() && grad_phases.is_empty() {
+        grad_phases.resize(plan.phases() + SLACK, 0.0);
+    }
     if wanted.weight {
         plan.split(plane, phases);
     }
-    for (j, grad) in grad.chunks_exact(out_plane).enumerate() {
+    for (j, grad) in grad.chunks_exact(plan.out_h * out_w).enumerate() {
         let sums = &mut sums[j * (taps + 1)..][..taps + 1];
-        if wanted.bias {
-            sums[taps] = sum(grad);
-        }
-        // The gradient in the phase planes' row length, zero in the extra columns.
-        spread.fill(0.0);
-        for (dst, src) in spread
-            .chunks_mut(plan.phase_w)
-            .zip(grad.chunks_exact(plan.out_w))
+        // The gradient in the phase planes' row length after `reach` zeros; the extra columns
+        // and everything after stay zero.
+        for (dst, src) in spread[reach..]
+            .chunks_mut(phase_w)
+            .zip(grad.chunks_exact(out_w))
         {
-            dst[..plan.out_w].copy_from_slice(src);
+            dst[..out_w].copy_from_slice(src);
         }
-        if wanted.weight {
-            for (sum, &offset) in sums[..taps].iter_mut().zip(&plan.taps) {
-                *sum = dot(spread, &phases[offset..]);
+        let spread_grad = &spread[reach..];
+        if wanted.weight || wanted.bias {
+            let (weights, bias) = sums.split_at_mut(taps);
+            let bias = wanted.bias.then_some(&mut bias[0]);
+            if wanted.weight {
+                // Taps in runs of at most nine, each run in one pass over the gradient (the
+                // first run sums the bias gradient term too).
+                let mut bias = bias;
+                for (weights, offsets) in weights.chunks_mut(9).zip(plan.taps.chunks(9)) {
+                    let (phases, bias) = (&phases[..], bias.take());
+                    macro_rules! runs {
+                        ($($n:literal)*) => {
+                            match offsets.len() {
+                                $($n => tap_dots::<$n>(spread_grad, phases, offsets, span, weights, bias),)*
+                                n => unreachable!("runs of one to nine taps, not {n}"),
+                            }
+                        };
+                    }
+                    runs!(1 2 3 4 5 6 7 8 9);
+                }
+            } else if let Some(bias) = bias {
+                *bias = sum(&spread_grad[..span]);
             }
         }
-        if let Some(input_phases) = input_phases.as_deref_mut() {
-            for (&w, &offset) in weight[j * taps..][..taps].iter().zip(&plan.taps) {
-                axpy(&mut input_phases[offset..][..spread.len()], w, spread);
+        if input_grad.is_some() {
+            let weights = &weight[j * taps..][..taps];
+            for (k, PhaseTaps { indices, starts }) in plan.phase_taps.iter().enumerate() {
+                let out = &mut grad_phases[k * phase_plane..][..phase_plane];
+                // Taps in runs of at most nine: the first writes, the others add.
+                for (run, (indices, starts)) in indices.chunks(9).zip(starts.chunks(9)).enumerate()
+                {
+                    let tap_weights = &mut tap_weights[..indices.len()];
+                    for (w, &t) in tap_weights.iter_mut().zip(indices) {
+                        *w = weights[t];
+                    }
+                    gather(spread, starts, tap_weights, out, j > 0 || run > 0);
+                }
+                if indices.is_empty() && j == 0 {
+                    // No tap reads this phase (a dilation that is a multiple of the stride).
+                    out.fill(0.0);
+                }
             }
         }
     }
-    if let (Some(input_grad), Some(input_phases)) = (input_grad, input_phases) {
-        plan.join(input_phases, input_grad);
+    if let Some(input_grad) = input_grad {
+        plan.join(grad_phases, input_grad);
+    }
+}
+
+/// `out[q] (+)= Σ_t weights[t] · spread[starts[t] + q]` for every `q` of `out`, in register
+/// blocks of [`NARROW`]; added to `out`'s values where `add`.
+#[inline(always)]
+fn gather(spread: &[f32], starts: &[usize], weights: &[f32], out: &mut [f32], add: bool) {
+    let mut q = 0;
+    while q < out.len() {
+        let end = (q + NARROW).min(out.len());
+        let mut start = [0.0; NARROW];
+        if add {
+            start[..end - q].copy_from_slice(&out[q..end]);
+        }
+        let block = taps_block(spread, starts, weights, q, start);
+        out[q..end].copy_from_slice(&block[..end - q]);
+        q = end;
     }
 }
 
@@ -493,5 +663,113 @@ impl WeightedOp for Depthwise {
                 flex_tensor(values, &[g.c_out])
             }),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::conv::ConvOptions;
+    use crate::test_util::{relative_error, values};
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions as BurnOptions;
+    use burn::tensor::{Device, Distribution, Tensor};
+    use proptest::prelude::*;
+
+    /// flint's and burn's output and gradients (input, weight, bias) for one depthwise case,
+    /// each as a relative error.
+    fn errors(
+        input: [usize; 4],
+        multiplier: usize,
+        kernel: [usize; 2],
+        options: ConvOptions,
+        bias: bool,
+        seed: u64,
+    ) -> [f32; 4] {
+        let device = Device::flex().autodiff();
+        device.seed(seed);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let c_out = input[1] * multiplier;
+        let x = Tensor::<4>::random(input, normal, &device).require_grad();
+        let w = Tensor::<4>::random([c_out, 1, kernel[0], kernel[1]], normal, &device);
+        let w = w.require_grad();
+        let b = Tensor::<1>::random([c_out], normal, &device).require_grad();
+        let b = bias.then_some(b);
+        let ours = crate::conv2d(&x, &w, b.as_ref(), options).expect("the kernel applies");
+        let upstream = Tensor::<4>::random(ours.dims(), normal, &device);
+        let [[top, bottom], [left, right]] = options.padding;
+        let burn_options = BurnOptions::new_with_padding(
+            options.stride,
+            [(top, bottom), (left, right)],
+            options.dilation,
+            options.groups,
+        );
+        let theirs = conv2d(x.clone(), w.clone(), b.clone(), burn_options);
+        let gradients = |y: Tensor<4>| {
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let bias = b.as_ref().map(|b| values(b.grad(&grads).unwrap()));
+            [
+                values(y),
+                values(x.grad(&grads).unwrap()),
+                values(w.grad(&grads).unwrap()),
+                bias.unwrap_or_default(),
+            ]
+        };
+        let [ours, theirs] = [gradients(ours), gradients(theirs)];
+        std::array::from_fn(|i| {
+            if theirs[i].is_empty() {
+                0.0
+            } else {
+                relative_error(&ours[i], &theirs[i])
+            }
+        })
+    }
+
+    #[test]
+    fn rows_wider_than_a_register_block() {
+        // Output rows of 37 and 19 columns: a 32-wide block, then a 16-wide one cut short.
+        let same = ConvOptions {
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: [[1, 1], [1, 1]],
+            groups: 3,
+        };
+        let stride2 = ConvOptions {
+            stride: [2, 2],
+            ..same
+        };
+        for options in [same, stride2] {
+            let errors = errors([2, 3, 5, 37], 1, [3, 3], options, true, 7);
+            assert!(errors.iter().all(|&e| e < 1e-5), "{options:?}: {errors:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Depthwise convolutions with a stride, dilation and padding of their own per axis
+        /// (odd sizes with stride 2 and 3, asymmetric padding), channel multipliers up to 3,
+        /// kernels up to 5x5 (runs of nine taps and more), rows up to 40 columns.
+        #[test]
+        fn matches_burn_per_axis(
+            batch in 1usize..3, channels in 2usize..5, multiplier in 1usize..4,
+            height in 1usize..12, width in 1usize..41, kh in 1usize..6, kw in 1usize..6,
+            strides in proptest::array::uniform2(1usize..4),
+            dilations in proptest::array::uniform2(1usize..3),
+            pads in proptest::array::uniform4(0usize..3), bias: bool, seed in 0u64..1000,
+        ) {
+            let reach = |k: usize, d: usize| d * (k - 1) + 1;
+            prop_assume!(height + pads[0] + pads[1] >= reach(kh, dilations[0]));
+            prop_assume!(width + pads[2] + pads[3] >= reach(kw, dilations[1]));
+            let options = ConvOptions {
+                stride: strides,
+                dilation: dilations,
+                padding: [[pads[0], pads[1]], [pads[2], pads[3]]],
+                groups: channels,
+            };
+            let input = [batch, channels, height, width];
+            let errors = errors(input, multiplier, [kh, kw], options, bias, seed);
+            for (name, error) in ["output", "input grad", "weight grad", "bias grad"].iter().zip(errors) {
+                prop_assert!(error < 1e-5, "{}: relative error {}", name, error);
+            }
+        }
     }
 }
