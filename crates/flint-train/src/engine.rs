@@ -509,7 +509,7 @@ where
                 break 'epochs;
             }
         }
-        kernels.finish();
+        kernels.finish(dirs.as_ref().map(|(run_dir, ..)| run_dir.as_path()))?;
         Ok(Trained {
             model,
             history: state.history,

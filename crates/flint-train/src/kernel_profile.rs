@@ -8,11 +8,18 @@
 //! burn's element-wise ops, the optimiser, data loading, allocation) and the machine's
 //! matrix-product peak measured at the end of the same run through the same gemm path.
 //! The forward multiply-adds per training sample, per kind of layer, check the counts against
-//! a model's published figure.
+//! a model's published figure. A run with a run directory also gets the same figures as
+//! `kernel_profile.json` there.
 
+use std::path::Path;
 use std::time::Instant;
 
+use serde_json::{Value, json};
+
 use flint_kernels::profile::{self, KernelKind, KernelProfile, MatmulPeak};
+
+use crate::checkpoint::write_atomic;
+use crate::error::TrainError;
 
 /// The environment variable that turns the profile on.
 pub const PROFILE_ENV: &str = "FLINT_PROFILE_KERNELS";
@@ -100,15 +107,60 @@ impl PhaseProfiler {
         self.mark = (kernels, start);
     }
 
-    /// Prints the report on stderr (when on), measuring the peak first, and turns profiling off.
-    pub(crate) fn finish(self) {
+    /// Prints the report on stderr (when on), measuring the peak first, writes it as
+    /// `kernel_profile.json` into `run_dir` where given, and turns profiling off.
+    pub(crate) fn finish(self, run_dir: Option<&Path>) -> Result<(), TrainError> {
         if !self.on {
-            return;
+            return Ok(());
         }
         profile::enable(false);
         let peak = profile::matmul_peak(PEAK_SIZE, PEAK_REPEATS);
         eprint!("{}", report(&self.train, &self.eval, peak.as_ref()));
+        if let Some(dir) = run_dir {
+            let value = to_json(&self.train, &self.eval, peak.as_ref());
+            let text = serde_json::to_string_pretty(&value)
+                .map_err(|e| TrainError::Report(e.to_string()))?;
+            write_atomic(&dir.join("kernel_profile.json"), text.as_bytes())?;
+        }
+        Ok(())
     }
+}
+
+/// The report's figures: per phase its wall time, samples and, per kind called, calls, seconds
+/// and GFLOP; the peak in GFLOP/s.
+pub fn to_json(train: &PhaseProfile, eval: &PhaseProfile, peak: Option<&MatmulPeak>) -> Value {
+    let phase = |p: &PhaseProfile| {
+        let kinds: Vec<Value> = p
+            .kernels
+            .iter()
+            .filter(|(_, s)| s.calls > 0)
+            .map(|(kind, s)| {
+                json!({
+                    "kind": kind.name(),
+                    "calls": s.calls,
+                    "secs": s.seconds(),
+                    "gflop": s.gflop(),
+                })
+            })
+            .collect();
+        json!({
+            "secs": p.secs,
+            "samples": p.samples,
+            "kernel_secs": p.kernels.total().seconds(),
+            "kernels": kinds,
+        })
+    };
+    json!({
+        "threads": rayon::current_num_threads(),
+        "train": phase(train),
+        "eval": phase(eval),
+        "peak": peak.map(|p| json!({
+            "size": p.size,
+            "single_thread_gflops": p.single_thread,
+            "threads": p.threads,
+            "all_threads_gflops": p.all_threads,
+        })),
+    })
 }
 
 /// The text report of a run's two phases beside `peak`.
@@ -193,5 +245,10 @@ mod tests {
         assert!(text.contains("sample: 0.5 M (1x1 0.0 M, 0.0%"), "{text}");
         assert!(text.contains("linear 0.5 M, 100.0%"), "{text}");
         assert!(!text.contains("evaluation"), "{text}");
+        let value = to_json(&train, &PhaseProfile::default(), None);
+        assert_eq!(value["train"]["samples"], 4);
+        assert_eq!(value["train"]["kernels"][0]["kind"], "linear forward");
+        assert_eq!(value["train"]["kernels"][0]["calls"], 1);
+        assert_eq!(value["eval"]["kernels"].as_array().map(Vec::len), Some(0));
     }
 }
