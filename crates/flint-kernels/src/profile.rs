@@ -171,6 +171,10 @@ pub struct KernelStats {
     pub calls: u64,
     /// Wall time of the calls, in nanoseconds.
     pub nanos: u64,
+    /// CPU time of the calling thread during the calls, in nanoseconds (0 where the platform
+    /// does not tell it). With one compute thread it is the kernels' own CPU time, free of the
+    /// time other processes took the core away; with more, the other threads' share is left out.
+    pub cpu_nanos: u64,
     /// Floating-point operations (2 per multiply-add); 0 for kinds that count none.
     pub flops: u64,
 }
@@ -181,14 +185,24 @@ impl KernelStats {
         self.nanos as f64 * 1e-9
     }
 
+    /// The calling thread's CPU time in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.cpu_nanos as f64 * 1e-9
+    }
+
     /// Billions of floating-point operations.
     pub fn gflop(&self) -> f64 {
         self.flops as f64 * 1e-9
     }
 
-    /// Achieved GFLOP/s, or `None` where nothing was counted or timed.
+    /// Achieved GFLOP/s over the wall time, or `None` where nothing was counted or timed.
     pub fn gflops_per_sec(&self) -> Option<f64> {
         (self.flops > 0 && self.nanos > 0).then(|| self.flops as f64 / self.nanos as f64)
+    }
+
+    /// GFLOP/s over the calling thread's CPU time, or `None` where nothing was counted or timed.
+    pub fn cpu_gflops_per_sec(&self) -> Option<f64> {
+        (self.flops > 0 && self.cpu_nanos > 0).then(|| self.flops as f64 / self.cpu_nanos as f64)
     }
 
     /// What was added since `earlier` (a snapshot of the same counters taken before).
@@ -196,6 +210,7 @@ impl KernelStats {
         KernelStats {
             calls: self.calls.saturating_sub(earlier.calls),
             nanos: self.nanos.saturating_sub(earlier.nanos),
+            cpu_nanos: self.cpu_nanos.saturating_sub(earlier.cpu_nanos),
             flops: self.flops.saturating_sub(earlier.flops),
         }
     }
@@ -203,6 +218,7 @@ impl KernelStats {
     fn add(&mut self, other: &KernelStats) {
         self.calls += other.calls;
         self.nanos += other.nanos;
+        self.cpu_nanos += other.cpu_nanos;
         self.flops += other.flops;
     }
 }
@@ -247,12 +263,19 @@ impl KernelProfile {
         KernelProfile { stats }
     }
 
-    /// A text table of the kinds that were called: calls, seconds and share of `wall_secs` (the
-    /// time the calls ran in, say one epoch's training steps), GFLOP, GFLOP/s and, given `peak`,
-    /// that as a share of the multi-threaded matrix-product peak; then the kernels' total and
-    /// "other" (`wall_secs` minus the kernels' time: burn's element-wise ops, the optimiser,
-    /// data loading, allocation).
-    pub fn table(&self, wall_secs: f64, peak: Option<&MatmulPeak>) -> String {
+    /// A text table of the kinds that were called: calls, wall seconds and their share of
+    /// `wall_secs` (the time the calls ran in, say one epoch's training steps), the calling
+    /// thread's CPU seconds, GFLOP, GFLOP/s over the wall time and, given `peak`, that as a share
+    /// of the all-thread matrix-product peak, and GFLOP/s over the CPU time; then the kernels'
+    /// total and "other" (`wall_secs` minus the kernels' time, and `cpu_secs`, the calling
+    /// thread's CPU time over the same span, minus theirs: burn's element-wise ops, the
+    /// optimiser, waiting for data, allocation).
+    pub fn table(
+        &self,
+        wall_secs: f64,
+        cpu_secs: Option<f64>,
+        peak: Option<&MatmulPeak>,
+    ) -> String {
         let mut out = String::new();
         let share = |secs: f64| {
             if wall_secs > 0.0 {
@@ -261,38 +284,40 @@ impl KernelProfile {
                 "     -".into()
             }
         };
-        let rate = |s: &KernelStats| match s.gflops_per_sec() {
-            Some(r) => {
-                let of_peak = peak
-                    .filter(|p| p.all_threads > 0.0)
-                    .map_or(String::new(), |p| {
-                        format!(" {:5.1}%", 100.0 * r / p.all_threads)
-                    });
-                format!("{r:9.2}{of_peak}")
+        let gflops = |rate: Option<f64>| rate.map_or(format!("{:>9}", "-"), |r| format!("{r:9.2}"));
+        let of_peak = |s: &KernelStats| match (s.gflops_per_sec(), peak) {
+            (Some(r), Some(p)) if p.all_threads > 0.0 => {
+                format!(" {:6.1}%", 100.0 * r / p.all_threads)
             }
-            None => format!("{:>9}", "-"),
+            (_, Some(_)) => format!(" {:>7}", "-"),
+            (_, None) => String::new(),
         };
         let _ = writeln!(
             out,
-            "{:<24} {:>7} {:>9} {:>6} {:>9} {:>9}{}",
+            "{:<24} {:>7} {:>9} {:>6} {:>9} {:>9} {:>9}{} {:>9}",
             "kernel",
             "calls",
             "time (s)",
             "time",
+            "cpu (s)",
             "GFLOP",
             "GFLOP/s",
-            if peak.is_some() { " of peak" } else { "" }
+            if peak.is_some() { " of peak" } else { "" },
+            "cpu GF/s"
         );
         let mut row = |name: &str, s: &KernelStats, calls: String| {
             let _ = writeln!(
                 out,
-                "{:<24} {:>7} {:9.3} {} {:9.2} {}",
+                "{:<24} {:>7} {:9.3} {} {:9.3} {:9.2} {}{} {}",
                 name,
                 calls,
                 s.seconds(),
                 share(s.seconds()),
+                s.cpu_seconds(),
                 s.gflop(),
-                rate(s)
+                gflops(s.gflops_per_sec()),
+                of_peak(s),
+                gflops(s.cpu_gflops_per_sec())
             );
         };
         for (kind, s) in self.iter().filter(|(_, s)| s.calls > 0) {
@@ -300,20 +325,22 @@ impl KernelProfile {
         }
         let total = self.total();
         row("kernels total", &total, total.calls.to_string());
-        let other_secs = (wall_secs - total.seconds()).max(0.0);
+        let remainder = |all: f64, kernels: f64| ((all - kernels).max(0.0) * 1e9) as u64;
+        let cpu_secs = cpu_secs.unwrap_or(0.0);
         let other = KernelStats {
-            calls: 0,
-            nanos: (other_secs * 1e9) as u64,
-            flops: 0,
+            nanos: remainder(wall_secs, total.seconds()),
+            cpu_nanos: remainder(cpu_secs, total.cpu_seconds()),
+            ..KernelStats::default()
         };
         row("other (not in kernels)", &other, "-".into());
         let _ = writeln!(
             out,
-            "{:<24} {:>7} {:9.3} {}",
+            "{:<24} {:>7} {:9.3} {} {:9.3}",
             "wall",
             "",
             wall_secs,
-            share(wall_secs)
+            share(wall_secs),
+            cpu_secs
         );
         out
     }
@@ -372,25 +399,36 @@ pub fn thread_snapshot() -> KernelProfile {
     COUNTERS.with(|counters| lock(counters).clone())
 }
 
-/// Adds one call of `kind` to the calling thread's counters.
-fn record(kind: KernelKind, nanos: u64, flops: u64) {
-    COUNTERS.with(|counters| {
-        let stats = &mut lock(counters).stats[kind.index()];
-        stats.calls += 1;
-        stats.nanos += nanos;
-        stats.flops += flops;
-    });
+/// Adds `call` (one call) to the calling thread's counters of `kind`.
+fn record(kind: KernelKind, call: &KernelStats) {
+    COUNTERS.with(|counters| lock(counters).stats[kind.index()].add(call));
 }
 
-/// One kernel call being timed: records its kind, wall time and operations when dropped.
-/// Inert when profiling was off at its start.
+/// The calling thread's CPU time in nanoseconds, or 0 where the platform does not tell it.
+pub fn thread_cpu_nanos() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec for the call to write.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0 {
+            return now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        }
+    }
+    0
+}
+
+/// One kernel call being timed: records its kind, wall and CPU time and operations when
+/// dropped. Inert when profiling was off at its start.
 #[must_use = "the call is recorded when the span is dropped"]
-pub(crate) struct Span(Option<(KernelKind, u64, Instant)>);
+pub(crate) struct Span(Option<(KernelKind, u64, Instant, u64)>);
 
 /// Starts timing one call of `kind` doing `flops` floating-point operations (one relaxed load
 /// when profiling is off).
 pub(crate) fn span(kind: KernelKind, flops: u64) -> Span {
-    Span(is_enabled().then(|| (kind, flops, Instant::now())))
+    Span(is_enabled().then(|| (kind, flops, Instant::now(), thread_cpu_nanos())))
 }
 
 impl Span {
@@ -402,8 +440,14 @@ impl Span {
 
 impl Drop for Span {
     fn drop(&mut self) {
-        if let Some((kind, flops, start)) = self.0.take() {
-            record(kind, start.elapsed().as_nanos() as u64, flops);
+        if let Some((kind, flops, start, cpu_start)) = self.0.take() {
+            let call = KernelStats {
+                calls: 1,
+                nanos: start.elapsed().as_nanos() as u64,
+                cpu_nanos: thread_cpu_nanos().saturating_sub(cpu_start),
+                flops,
+            };
+            record(kind, &call);
         }
     }
 }
@@ -619,10 +663,12 @@ mod tests {
             assert_eq!(stats.flops, 2 * macs as u64, "{kind:?}");
             assert_eq!(stats.calls, u64::from(macs > 0), "{kind:?}");
             assert_eq!(stats.nanos > 0, macs > 0, "{kind:?}: {stats:?}");
+            #[cfg(target_os = "linux")]
+            assert_eq!(stats.cpu_nanos > 0, macs > 0, "{kind:?}: {stats:?}");
         }
         let counted: u64 = expected.iter().map(|&(_, macs)| 2 * macs as u64).sum();
         assert_eq!(on.total().flops, counted);
-        let table = on.table(1.0, None);
+        let table = on.table(1.0, Some(1.0), None);
         assert!(table.contains("conv 1x1 weight grad"), "{table}");
         assert!(!table.contains("conv other input grad"), "{table}");
     }
@@ -644,16 +690,19 @@ mod tests {
         let later = KernelStats {
             calls: 3,
             nanos: 2_000,
+            cpu_nanos: 1_000,
             flops: 10_000,
         };
         let earlier = KernelStats {
             calls: 1,
             nanos: 1_000,
+            cpu_nanos: 500,
             flops: 4_000,
         };
         let delta = later.since(earlier);
         assert_eq!(delta.calls, 2);
         assert_eq!(delta.gflops_per_sec(), Some(6.0));
+        assert_eq!(delta.cpu_gflops_per_sec(), Some(12.0));
         assert_eq!(KernelStats::default().gflops_per_sec(), None);
     }
 }

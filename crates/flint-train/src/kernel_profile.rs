@@ -4,7 +4,9 @@
 //! turns on [`flint_kernels::profile`], splits its counters between the training steps and the
 //! evaluation passes of every epoch, and at the end of the run prints on stderr (stdout stays
 //! parseable in JSON mode) a table for each: calls, seconds, share of the phase's wall time,
-//! GFLOP and GFLOP/s per kind of kernel, with the time not spent in flint's kernels ("other":
+//! CPU seconds of the loop's thread, GFLOP and GFLOP/s (over the wall time and over that CPU
+//! time, which with `--threads 1` leaves out the time other processes held the core) per kind
+//! of kernel, with the time not spent in flint's kernels ("other":
 //! burn's element-wise ops, the optimiser, data loading, allocation) and the machine's
 //! matrix-product peak measured at the end of the same run through the same gemm path.
 //! The forward multiply-adds per training sample, per kind of layer, check the counts against
@@ -52,6 +54,8 @@ pub struct PhaseProfile {
     pub kernels: KernelProfile,
     /// Wall time of the phase, in seconds.
     pub secs: f64,
+    /// CPU time of the training loop's thread during the phase, in seconds.
+    pub cpu_secs: f64,
     /// Samples the phase went through (counted for training only).
     pub samples: usize,
 }
@@ -61,7 +65,7 @@ pub struct PhaseProfile {
 #[derive(Debug)]
 pub(crate) struct PhaseProfiler {
     on: bool,
-    mark: (KernelProfile, Instant),
+    mark: (KernelProfile, Instant, u64),
     train: PhaseProfile,
     eval: PhaseProfile,
 }
@@ -75,7 +79,7 @@ impl PhaseProfiler {
         }
         Self {
             on,
-            mark: (KernelProfile::default(), Instant::now()),
+            mark: (KernelProfile::default(), Instant::now(), 0),
             train: PhaseProfile::default(),
             eval: PhaseProfile::default(),
         }
@@ -84,7 +88,7 @@ impl PhaseProfiler {
     /// A phase starts now.
     pub(crate) fn start(&mut self) {
         if self.on {
-            self.mark = (profile::snapshot(), Instant::now());
+            self.mark = mark();
         }
     }
 
@@ -98,14 +102,15 @@ impl PhaseProfiler {
         if !self.on {
             return;
         }
-        let (kernels, start) = (profile::snapshot(), Instant::now());
+        let now = mark();
         let into = match phase {
             Phase::Train => &mut self.train,
             Phase::Eval => &mut self.eval,
         };
-        into.kernels.merge(&kernels.since(&self.mark.0));
-        into.secs += start.duration_since(self.mark.1).as_secs_f64();
-        self.mark = (kernels, start);
+        into.kernels.merge(&now.0.since(&self.mark.0));
+        into.secs += now.1.duration_since(self.mark.1).as_secs_f64();
+        into.cpu_secs += now.2.saturating_sub(self.mark.2) as f64 * 1e-9;
+        self.mark = now;
     }
 
     /// Prints the report on stderr (when on), measuring the peak first, writes it as
@@ -140,14 +145,17 @@ pub fn to_json(train: &PhaseProfile, eval: &PhaseProfile, peak: Option<&MatmulPe
                     "kind": kind.name(),
                     "calls": s.calls,
                     "secs": s.seconds(),
+                    "cpu_secs": s.cpu_seconds(),
                     "gflop": s.gflop(),
                 })
             })
             .collect();
         json!({
             "secs": p.secs,
+            "cpu_secs": p.cpu_secs,
             "samples": p.samples,
             "kernel_secs": p.kernels.total().seconds(),
+            "kernel_cpu_secs": p.kernels.total().cpu_seconds(),
             "kernels": kinds,
         })
     };
@@ -164,6 +172,15 @@ pub fn to_json(train: &PhaseProfile, eval: &PhaseProfile, peak: Option<&MatmulPe
     })
 }
 
+/// The kernels' counters, the time and the calling thread's CPU time (ns) now.
+fn mark() -> (KernelProfile, Instant, u64) {
+    (
+        profile::snapshot(),
+        Instant::now(),
+        profile::thread_cpu_nanos(),
+    )
+}
+
 /// The text report of a run's two phases beside `peak`.
 pub fn report(train: &PhaseProfile, eval: &PhaseProfile, peak: Option<&MatmulPeak>) -> String {
     let threads = rayon::current_num_threads();
@@ -171,13 +188,13 @@ pub fn report(train: &PhaseProfile, eval: &PhaseProfile, peak: Option<&MatmulPea
         "\nkernel profile ({PROFILE_ENV}), training steps: {} samples, {threads} thread(s)\n",
         train.samples
     );
-    out += &train.kernels.table(train.secs, peak);
+    out += &train.kernels.table(train.secs, Some(train.cpu_secs), peak);
     if train.samples > 0 {
         out += &forward_per_sample(&train.kernels, train.samples);
     }
     if eval.kernels.total().calls > 0 {
         out += &format!("\nkernel profile ({PROFILE_ENV}), evaluation passes\n");
-        out += &eval.kernels.table(eval.secs, peak);
+        out += &eval.kernels.table(eval.secs, Some(eval.cpu_secs), peak);
     }
     if let Some(peak) = peak {
         out += &format!("{peak}\n");
