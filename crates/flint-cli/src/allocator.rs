@@ -1,37 +1,48 @@
-//! The `flint` binary's memory allocator: mimalloc, told never to hand freed memory back to the
-//! OS while the process runs.
+//! The `flint` binary's memory allocator: mimalloc, told to keep freed memory for reuse instead
+//! of handing it back to the OS, and not to ask for transparent huge pages.
 //!
 //! This concerns the `flint` binary only. The `flint_cli` library and the other flint crates
 //! neither set a global allocator nor change any allocator setting: a program that uses them
 //! keeps its own allocator and its own settings.
 //!
-//! # Why
+//! # Why: no purging
 //!
 //! Each training step allocates and frees the same large activation and gradient buffers
 //! (MobileNetV2 at batch 16: 25-77 MB each). glibc's malloc maps and unmaps every one of them,
 //! which is why the binary uses mimalloc. But mimalloc (v3) *purges* memory that stays free for
 //! `purge_delay` milliseconds (1000 by default): it gives the pages back to the OS
-//! (`MADV_DONTNEED`), and the next step faults them in again, each fault zeroing a fresh page
-//! (`clear_page_erms` in the kernel, 2 MiB at a time where transparent huge pages apply). A
-//! step of MobileNetV2 takes about a second, so the buffers of one step are purged before the
-//! next step reuses them.
+//! (`MADV_DONTNEED`), and the next step faults them in again, the kernel zeroing each page
+//! (`clear_page_erms`). A MobileNetV2 step takes about a second, so the buffers of one step were
+//! purged before the next step reused them.
 //!
-//! Measured on protocol F1 (MobileNetV2 fine-tuning on hymenoptera, 1 epoch, 1 thread, 2-core
-//! VM): with the default delay, 224k page faults and 4145 transparent-huge-page faults (8 GiB
-//! zeroed) per epoch and `clear_page_erms` the largest symbol in `perf`; with purging off,
-//! 1.2k page faults and 571 huge-page faults (the working set, 1.1 GiB, zeroed once), train
-//! 11.7 → 14.6 img/s and validation 29 → 45 img/s, peak RSS 1086 → 1161 MiB (load ≈ 2.5).
+//! Measured on protocol F1 (MobileNetV2 fine-tuning on hymenoptera, 1 thread, 2-core VM, load
+//! 3-4, same binary with `MIMALLOC_PURGE_DELAY=1000` against purging off): 174k-328k page faults
+//! and 2.4k-5k huge-page faults per epoch (up to 10 GiB zeroed) against 1.2k; over 3 epochs
+//! 867k faults and 16.4 s of system time against 1.3k faults and 3.7 s, wall 104 s against 75 s.
 //!
-//! Purging off costs nothing in peak memory: a freed block stays committed but is reused by the
-//! next allocation, so the resident set never exceeds its high-water mark, which the
-//! training loop reaches in its first step anyway. It only stops the process from shrinking
-//! between steps and after training, which a short-lived command does not need.
+//! Purging off does not let memory grow: a freed block stays committed and is reused by the
+//! next allocation, so the resident set stays at its high-water mark (F1 finetune: 1168-1195 MiB
+//! after 1 or 3 epochs, against 1081-1143 MiB purging; PyTorch: 2263 MiB). It only stops the
+//! process from shrinking between steps and after training, which a command does not need.
+//!
+//! # Why: no transparent huge pages
+//!
+//! mimalloc asks for transparent huge pages (`madvise(MADV_HUGEPAGE)`) on its arenas, so the
+//! first touch of each 2 MiB faults and zeroes all of it at once (`folio_zero_user` under
+//! `do_huge_pmd_anonymous_page`). With purging off, that first touch of the working set was what
+//! remained of `clear_page_erms` (10-15 % of an epoch's samples in `perf`, all in its first
+//! seconds). On the VM measured (Firecracker, whose guest reports free memory to the host, so a
+//! fresh huge page is backed again by the host on first touch), 4 KiB pages cost less: system
+//! time 0.8-3.1 s against 2.5-5.2 s per F1 epoch, user time unchanged (no TLB gain seen), peak
+//! RSS 20-110 MiB lower. Huge pages stay possible where the system enables them for every
+//! mapping (`/sys/kernel/mm/transparent_hugepage/enabled` = `always`) — unless this is also
+//! turned off for the process, which [`configure`] does, as mimalloc's own `allow_thp=0` does.
 //!
 //! # Overriding
 //!
-//! [`configure`] sets *defaults*: an explicit `MIMALLOC_PURGE_DELAY` (or any other `MIMALLOC_*`
-//! variable, read by mimalloc when the process loads) still wins, e.g.
-//! `MIMALLOC_PURGE_DELAY=1000 flint ...` restores mimalloc's own behaviour.
+//! [`configure`] sets *defaults*: a `MIMALLOC_PURGE_DELAY` or `MIMALLOC_ALLOW_THP` variable
+//! (read by mimalloc when the process loads) still wins, e.g. `MIMALLOC_PURGE_DELAY=1000
+//! MIMALLOC_ALLOW_THP=1 flint ...` restores mimalloc's own behaviour.
 
 use std::ffi::c_long;
 
@@ -43,30 +54,78 @@ use libmimalloc_sys as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (`include/mimalloc.h`, built by
-/// libmimalloc-sys 0.1.49 from mimalloc 3.3.2). libmimalloc-sys names no constant for it; the
-/// unit test below reads the option back by its name, so a renumbered
-/// enum in a later mimalloc fails there rather than setting another option.
+// Indices in mimalloc v3's `mi_option_t` (`include/mimalloc.h`, mimalloc 3.3.2 as built by
+// libmimalloc-sys 0.1.49), which names no constants for them. The unit test reads each option
+// back by its name, so a renumbered enum in a later mimalloc fails there.
+
+/// `mi_option_purge_delay`: milliseconds before free memory is returned to the OS, -1 never.
 const MI_OPTION_PURGE_DELAY: c_long = 15;
+/// `mi_option_allow_thp`: whether mimalloc asks for transparent huge pages.
+const MI_OPTION_ALLOW_THP: c_long = 43;
 
-/// The purge delay flint runs with: -1, never purge.
+/// The purge delay flint runs with: never purge.
 const PURGE_DELAY_NEVER: c_long = -1;
+/// flint's `allow_thp`: no.
+const ALLOW_THP_NO: c_long = 0;
 
-// Declared from mimalloc v3's `include/mimalloc.h`; the function is in the static library that
-// libmimalloc-sys builds and links, which declares it only behind its `extended` feature (that
+// Declared from mimalloc v3's `include/mimalloc.h`; the functions are in the static library that
+// libmimalloc-sys builds and links, which declares them only behind its `extended` feature (that
 // pulls in another crate).
 unsafe extern "C" {
     /// Sets an option's value unless the environment set it when the process loaded.
     fn mi_option_set_default(option: c_long, value: c_long);
+    /// An option's current value.
+    fn mi_option_get(option: c_long) -> c_long;
 }
 
-/// Sets flint's mimalloc defaults: freed memory is kept for reuse, never purged (see the module
-/// documentation for why and the measurements). Call it first thing in `main`; it can be called
-/// again, and a `MIMALLOC_PURGE_DELAY` set in the environment takes precedence.
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::ffi::{c_int, c_ulong};
+
+    /// `PR_SET_THP_DISABLE` from `<linux/prctl.h>`.
+    pub const PR_SET_THP_DISABLE: c_int = 41;
+    /// `PR_GET_THP_DISABLE` from `<linux/prctl.h>`.
+    #[cfg(test)]
+    pub const PR_GET_THP_DISABLE: c_int = 42;
+
+    unsafe extern "C" {
+        /// glibc's `prctl(2)` wrapper.
+        pub fn prctl(option: c_int, ...) -> c_int;
+    }
+
+    /// Turns transparent huge pages off for this process (and the processes it starts): the
+    /// flag is checked at each fault, so it also covers the arena mimalloc mapped, with
+    /// `MADV_HUGEPAGE`, before `main`. Best effort: a kernel without it keeps huge pages.
+    pub fn disable_thp() {
+        let off: c_ulong = 1;
+        let zero: c_ulong = 0;
+        // SAFETY: PR_SET_THP_DISABLE takes four unsigned long arguments and touches no memory
+        // of ours; a failure (old kernel) only leaves huge pages on.
+        let _ = unsafe { prctl(PR_SET_THP_DISABLE, off, zero, zero, zero) };
+    }
+}
+
+/// Sets flint's mimalloc defaults: freed memory is kept for reuse, never purged, and no
+/// transparent huge pages (see the module documentation for why, with the measurements). Call
+/// it first thing in `main`; calling it again changes nothing. A `MIMALLOC_PURGE_DELAY` or
+/// `MIMALLOC_ALLOW_THP` set in the environment takes precedence.
 pub fn configure() {
-    // SAFETY: `mi_option_set_default` only stores a value in mimalloc's option table (a valid
-    // index, checked by the tests); mimalloc reads the option at each purge decision.
-    unsafe { mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_NEVER) };
+    // SAFETY: `mi_option_set_default` and `mi_option_get` only store and read a value in
+    // mimalloc's option table (valid indices, checked by the unit test); mimalloc reads the
+    // options at each purge decision and each new mapping.
+    let allow_thp = unsafe {
+        mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_NEVER);
+        mi_option_set_default(MI_OPTION_ALLOW_THP, ALLOW_THP_NO);
+        mi_option_get(MI_OPTION_ALLOW_THP)
+    };
+    // mimalloc mapped its first arena before `main` (the Rust runtime allocates), with huge
+    // pages asked for; the option covers later mappings only.
+    #[cfg(target_os = "linux")]
+    if allow_thp == 0 {
+        linux::disable_thp();
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = allow_thp;
 }
 
 #[cfg(test)]
@@ -75,16 +134,11 @@ mod tests {
 
     use super::*;
 
-    /// mimalloc's name for [`MI_OPTION_PURGE_DELAY`], as `mi_options_print_out` prints it.
-    const PURGE_DELAY_NAME: &str = "purge_delay";
-
     type OutputFn = Option<unsafe extern "C" fn(msg: *const c_char, arg: *mut c_void)>;
 
     // More of mimalloc v3's `include/mimalloc.h` (libmimalloc-sys declares
     // `mi_options_print_out` nowhere).
     unsafe extern "C" {
-        /// An option's current value.
-        fn mi_option_get(option: c_long) -> c_long;
         /// Writes every option as `option '<name>': <value>` lines through `out`.
         fn mi_options_print_out(out: OutputFn, arg: *mut c_void);
         /// Sets an option's value, as a `MIMALLOC_*` environment variable does at load.
@@ -114,23 +168,54 @@ mod tests {
             .and_then(|value| value.parse().ok())
     }
 
+    /// What `configure` should leave: flint's value, or the one mimalloc read from `variable`.
+    fn expected(variable: &str, name: &str, ours: c_long, before: Option<c_long>) -> c_long {
+        if std::env::var_os(variable).is_some() {
+            before.unwrap_or_else(|| panic!("mimalloc lists no option '{name}'"))
+        } else {
+            ours
+        }
+    }
+
     // One test, not several: the options are process-wide and tests run in parallel.
     #[test]
-    fn purge_delay_is_off_after_configure_and_an_explicit_setting_wins() {
+    fn configure_sets_flints_defaults_and_an_explicit_setting_wins() {
+        let options = [
+            (
+                "MIMALLOC_PURGE_DELAY",
+                "purge_delay",
+                MI_OPTION_PURGE_DELAY,
+                PURGE_DELAY_NEVER,
+            ),
+            (
+                "MIMALLOC_ALLOW_THP",
+                "allow_thp",
+                MI_OPTION_ALLOW_THP,
+                ALLOW_THP_NO,
+            ),
+        ];
+        let before: Vec<_> = options.iter().map(|o| listed_value(o.1)).collect();
         configure();
-        let expected = match std::env::var("MIMALLOC_PURGE_DELAY") {
-            Ok(value) => value.parse().expect("MIMALLOC_PURGE_DELAY is a number"),
-            Err(_) => PURGE_DELAY_NEVER,
-        };
-        // Read back by name: this fails if MI_OPTION_PURGE_DELAY indexes another option.
-        assert_eq!(
-            listed_value(PURGE_DELAY_NAME),
-            Some(expected),
-            "{}",
-            option_listing()
-        );
-        // SAFETY: reads a valid option index.
-        assert_eq!(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }, expected);
+        for ((variable, name, index, ours), before) in options.into_iter().zip(before) {
+            let expected = expected(variable, name, ours, before);
+            // Read back by name: this fails if the index is another option's.
+            assert_eq!(
+                listed_value(name),
+                Some(expected),
+                "{name}: {}",
+                option_listing()
+            );
+            // SAFETY: reads a valid option index.
+            assert_eq!(unsafe { mi_option_get(index) }, expected, "{name}");
+        }
+
+        // Transparent huge pages are off for the whole process, unless asked for.
+        #[cfg(target_os = "linux")]
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+            // SAFETY: PR_GET_THP_DISABLE takes no further arguments and returns the flag.
+            let disabled = unsafe { linux::prctl(linux::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+            assert_eq!(disabled, 1, "PR_GET_THP_DISABLE after configure");
+        }
 
         // A value set explicitly (what mimalloc does for a MIMALLOC_PURGE_DELAY variable at
         // load) is kept by `configure`.
@@ -138,7 +223,7 @@ mod tests {
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 250) };
         configure();
         assert_eq!(
-            listed_value(PURGE_DELAY_NAME),
+            listed_value("purge_delay"),
             Some(250),
             "{}",
             option_listing()
