@@ -342,12 +342,52 @@ fn relu6(c: &mut Criterion) {
     }
 }
 
+/// What a depthwise convolution fused with ReLU6 could save: flint's depthwise convolution
+/// alone and followed by flint's clamp(0, 6) (as MobileNetV2 runs it), forward and forward +
+/// backward, on four of MobileNetV2's depthwise shapes. The difference is the clamp's own passes,
+/// the most a fused kernel could save.
+fn depthwise_relu6(c: &mut Criterion) {
+    for case in [&DEPTHWISE[0], &DEPTHWISE[2], &DEPTHWISE[3], &DEPTHWISE[7]] {
+        let options = ConvOptions {
+            stride: [case.stride, case.stride],
+            dilation: [1, 1],
+            padding: [[1, 1], [1, 1]],
+            groups: case.groups,
+        };
+        let conv = |x: &Tensor<4>, w: &Tensor<4>| {
+            flint_kernels::conv2d(x, w, None, options).expect("the kernel applies")
+        };
+        let relu6 = |y: Tensor<4>| flint_kernels::clamp(&y, 0.0, 6.0).expect("the kernel applies");
+        let device = Device::flex();
+        let x = Tensor::<4>::random(case.input, NORMAL, &device);
+        let w = Tensor::<4>::random(case.weight, NORMAL, &device);
+        let mut group = c.benchmark_group(format!("depthwise+relu6 fwd {}", case.label));
+        group.bench_function("conv", |b| b.iter(|| total(conv(&x, &w))));
+        group.bench_function("conv+relu6", |b| b.iter(|| total(relu6(conv(&x, &w)))));
+        group.finish();
+
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random(case.input, NORMAL, &device).require_grad();
+        let w = Tensor::<4>::random(case.weight, NORMAL, &device).require_grad();
+        let output = conv(&x.clone().inner(), &w.clone().inner()).dims();
+        let upstream = Tensor::<4>::random(output, NORMAL, &device);
+        let step = |y: Tensor<4>| {
+            let grads = (y * upstream.clone()).sum().backward();
+            total(w.grad(&grads).expect("the weight is tracked"))
+        };
+        let mut group = c.benchmark_group(format!("depthwise+relu6 fwd+bwd {}", case.label));
+        group.bench_function("conv", |b| b.iter(|| step(conv(&x, &w))));
+        group.bench_function("conv+relu6", |b| b.iter(|| step(relu6(conv(&x, &w)))));
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     // Slow cases (a 224x224 batch takes tens of milliseconds): 10 samples each, which the
     // command line can override. No plots: criterion's plotters backend panics
     // (FontUnavailable) on machines without fonts.
     config = Criterion::default().sample_size(10).without_plots();
-    targets = convolution, fully_connected, max_pooling, batch_norm, relu6
+    targets = convolution, fully_connected, max_pooling, batch_norm, relu6, depthwise_relu6
 }
 criterion_main!(benches);

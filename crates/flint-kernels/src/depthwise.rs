@@ -179,12 +179,15 @@ impl Plan {
             match sx {
                 1 => dst.copy_from_slice(row),
                 2 => {
+                    // The row's last value after the others: the row is read front to back
+                    // (its first touch often misses the cache; prefetching follows the order).
                     let pairs = row.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        dst[dst.len() - 1] = *last;
-                    }
+                    let last = pairs.remainder().first().copied();
                     for (d, pair) in dst.iter_mut().zip(pairs) {
                         *d = pair[0];
+                    }
+                    if let Some(last) = last {
+                        dst[dst.len() - 1] = last;
                     }
                 }
                 _ => {
@@ -201,6 +204,24 @@ impl Plan {
     #[inline(always)]
     fn join(&self, phases: &[f32], plane: &mut [f32]) {
         let (width, sx) = (self.width, self.stride[1]);
+        if sx == 2 && width >= 2 {
+            // Each row has two runs, even and odd columns: interleaved in one pass.
+            for runs in self.runs.chunks_exact(2) {
+                let [[iy, ix, a], [_, _, b]] = [runs[0], runs[1]];
+                let (even, odd) = if ix == 0 { (a, b) } else { (b, a) };
+                let row = &mut plane[iy * width..][..width];
+                let (even, odd) = (&phases[even..][..width.div_ceil(2)], &phases[odd..]);
+                let mut pairs = row.chunks_exact_mut(2);
+                for (pair, (&e, &o)) in pairs.by_ref().zip(even.iter().zip(odd)) {
+                    pair[0] = e;
+                    pair[1] = o;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = even[even.len() - 1];
+                }
+            }
+            return;
+        }
         for &[iy, ix, start] in &self.runs {
             let row = &mut plane[iy * width..][ix..width];
             let src = &phases[start..][..row.len().div_ceil(sx)];
