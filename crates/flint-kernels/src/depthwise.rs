@@ -28,14 +28,23 @@
 //! over the images afterwards in a fixed order, so the result does not depend on scheduling.
 //! The loops are compiled for AVX-512 and AVX2 besides the baseline and picked at run time.
 
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::conv::{ConvOptions, Geometry};
 use super::gemm::Wanted;
 use super::weighted::WeightedOp;
-use super::{flex_tensor, rows_per_task, written};
+use super::{
+    AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, rows_per_task, values, written,
+};
 
 /// Work (multiply-adds) below which a run of planes stays on one thread.
 const MIN_TASK: usize = 1 << 16;
@@ -264,6 +273,41 @@ fn taps_block<const L: usize>(
     acc
 }
 
+/// Clamping bounds of a fused convolution + clamp, `min < max`.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    min: f32,
+    max: f32,
+}
+
+impl Bounds {
+    /// burn's order: `clamp_max` first, then `clamp_min` (a NaN stays NaN).
+    #[inline(always)]
+    fn apply(self, x: f32) -> f32 {
+        let y = if x > self.max { self.max } else { x };
+        if y < self.min { self.min } else { y }
+    }
+
+    /// Whether the gradient flows through the clamped output `y`: strictly inside the bounds
+    /// (or NaN). A `y` on a bound was clamped, or (rarely) equals the bound before clamping,
+    /// where burn's clamp would let the gradient through.
+    #[inline(always)]
+    fn passes(self, y: f32) -> bool {
+        !(y <= self.min || y >= self.max)
+    }
+}
+
+/// `block` clamped to `bounds`, where given.
+#[inline(always)]
+fn clamped<const L: usize>(mut block: [f32; L], bounds: Option<Bounds>) -> [f32; L] {
+    if let Some(bounds) = bounds {
+        for v in &mut block {
+            *v = bounds.apply(*v);
+        }
+    }
+    block
+}
+
 /// Writes the first `dst.len()` (at most `L`) lanes of `block`.
 #[inline(always)]
 fn store<const L: usize>(dst: &mut [MaybeUninit<f32>], block: &[f32; L]) {
@@ -397,6 +441,7 @@ multiversion!(forward_plane => forward_plane_body(
     plane: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    bounds: Option<Bounds>,
     out: &mut [MaybeUninit<f32>],
 ));
 
@@ -411,6 +456,7 @@ fn forward_plane_body(
     plane: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    bounds: Option<Bounds>,
     out: &mut [MaybeUninit<f32>],
 ) {
     let taps = plan.taps.len();
@@ -426,11 +472,13 @@ fn forward_plane_body(
             let mut ox = 0;
             while ox + WIDE <= out_w {
                 let block = taps_block(phases, &plan.taps, weights, at + ox, [b; WIDE]);
+                let block = clamped(block, bounds);
                 store(&mut row[ox..ox + WIDE], &block);
                 ox += WIDE;
             }
             while ox < out_w {
                 let block = taps_block(phases, &plan.taps, weights, at + ox, [b; NARROW]);
+                let block = clamped(block, bounds);
                 let end = (ox + NARROW).min(out_w);
                 store(&mut row[ox..end], &block);
                 ox = end;
@@ -447,6 +495,7 @@ multiversion!(backward_plane => backward_plane_body(
     weight: &[f32],
     input_grad: Option<&mut [f32]>,
     sums: &mut [f64],
+    mask: Option<(&[f32], Bounds)>,
     wanted: Wanted,
 ));
 
@@ -467,6 +516,7 @@ fn backward_plane_body(
     weight: &[f32],
     input_grad: Option<&mut [f32]>,
     sums: &mut [f64],
+    mask: Option<(&[f32], Bounds)>,
     wanted: Wanted,
 ) {
     let taps = plan.taps.len();
@@ -492,11 +542,20 @@ fn backward_plane_body(
         let sums = &mut sums[j * (taps + 1)..][..taps + 1];
         // The gradient in the phase planes' row length after `reach` zeros; the extra columns
         // and everything after stay zero.
-        for (dst, src) in spread[reach..]
+        let rows = spread[reach..]
             .chunks_mut(phase_w)
-            .zip(grad.chunks_exact(out_w))
-        {
-            dst[..out_w].copy_from_slice(src);
+            .zip(grad.chunks_exact(out_w));
+        match mask {
+            None => rows.for_each(|(dst, src)| dst[..out_w].copy_from_slice(src)),
+            // A fused clamp: the gradient where the output is strictly inside the bounds.
+            Some((output, bounds)) => {
+                let output = output[j * grad.len()..][..grad.len()].chunks_exact(out_w);
+                for ((dst, src), y) in rows.zip(output) {
+                    for ((d, &g), &y) in dst.iter_mut().zip(src).zip(y) {
+                        *d = if bounds.passes(y) { g } else { 0.0 };
+                    }
+                }
+            }
         }
         let spread_grad = &spread[reach..];
         if wanted.weight || wanted.bias {
@@ -568,6 +627,29 @@ impl WeightedOp for Depthwise {
     /// The depthwise convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
     /// `[c_out, 1, kh, kw]` weight, plus `bias` per output channel.
     fn forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
+        self.run_forward(x, weight, bias, None)
+    }
+
+    fn backward(
+        &self,
+        x: &[f32],
+        weight: &[f32],
+        grad: &[f32],
+        wanted: Wanted,
+    ) -> [Option<FlexTensor>; 3] {
+        self.run_backward(x, weight, grad, None, wanted)
+    }
+}
+
+impl Depthwise {
+    /// [`WeightedOp::forward`], clamped to `bounds` where given.
+    fn run_forward(
+        &self,
+        x: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        bounds: Option<Bounds>,
+    ) -> FlexTensor {
         let g = &self.0;
         let plan = Plan::new(g);
         let (plane_in, multiplier) = (g.height * g.width, plan.multiplier);
@@ -590,6 +672,7 @@ impl WeightedOp for Depthwise {
                             &x[index * plane_in..][..plane_in],
                             &weight[channels * taps..][..multiplier * taps],
                             bias.map(|bias| &bias[channels..][..multiplier]),
+                            bounds,
                             out,
                         );
                     },
@@ -601,11 +684,15 @@ impl WeightedOp for Depthwise {
         flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
     }
 
-    fn backward(
+    /// [`WeightedOp::backward`]; with `mask` (the clamped output and its bounds), of the
+    /// convolution fused with a clamp: the output gradient counts only where the output is
+    /// strictly inside the bounds.
+    fn run_backward(
         &self,
         x: &[f32],
         weight: &[f32],
         grad: &[f32],
+        mask: Option<(&[f32], Bounds)>,
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {
         let g = &self.0;
@@ -638,6 +725,7 @@ impl WeightedOp for Depthwise {
                 &weight[ci * multiplier * taps..][..multiplier * taps],
                 input_grad,
                 sums,
+                mask.map(|(output, bounds)| (&output[index * block..][..block], bounds)),
                 wanted,
             );
         };
@@ -687,6 +775,187 @@ impl WeightedOp for Depthwise {
     }
 }
 
+/// `clamp(conv2d(input, weight) + bias, min, max)` for a depthwise convolution (`groups ==
+/// c_in > 1`, any channel multiplier), in one pass: the clamp is applied to each output block
+/// in registers before it is written, and the backward step masks the output gradient while
+/// reading it. MobileNetV2 follows each depthwise convolution with ReLU6 (`min = 0, max = 6`);
+/// unfused, the clamp costs one more pass over the activation forward and two backward.
+///
+/// The values are those of [`crate::conv2d`] followed by [`crate::clamp`]. The gradient flows
+/// where the clamped output is strictly inside `(min, max)` (or NaN); burn's clamp also lets it
+/// through where the unclamped output equals a bound exactly.
+///
+/// `None` where [`crate::conv2d`] would decline, where the convolution is not depthwise, or
+/// where the bounds are NaN or `min >= max` (the caller then runs the convolution and the clamp
+/// apart).
+///
+/// # Shapes
+/// - input: `[batch, c_in, height, width]`
+/// - weight: `[c_out, 1, kernel_h, kernel_w]`, `c_out` a multiple of `c_in`
+/// - bias: `[c_out]`
+/// - output: `[batch, c_out, out_h, out_w]`, as [`crate::conv2d`]'s
+pub fn depthwise_conv2d_clamp(
+    input: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    options: ConvOptions,
+    min: f32,
+    max: f32,
+) -> Option<Tensor<4>> {
+    if min.is_nan() || max.is_nan() || min >= max {
+        return None;
+    }
+    let bounds = Bounds { min, max };
+    let op = Depthwise(depthwise_geometry(input.dims(), weight.dims(), options)?);
+    if bias.is_some_and(|bias| bias.dims() != [op.0.c_out]) {
+        return None;
+    }
+    let bias = match bias {
+        Some(bias) => Some(on_flex(bias)?),
+        None => None,
+    };
+    match (on_flex(input)?, on_flex(weight)?, bias) {
+        (OnFlex::Plain(x), OnFlex::Plain(w), bias) => {
+            let bias = match bias {
+                None => None,
+                Some(OnFlex::Plain(bias)) => Some(contiguous(&bias)),
+                Some(OnFlex::Autodiff(_)) => return None,
+            };
+            let (x, w) = (contiguous(&x), contiguous(&w));
+            let bias = bias.as_ref().map(values);
+            let output = op.run_forward(values(&x), values(&w), bias, Some(bounds));
+            Some(Tensor::from_primitive::<Flex>(output))
+        }
+        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), None) => {
+            Some(Tensor::from_primitive::<AutodiffFlex>(tracked::<2>(
+                op,
+                bounds,
+                [x, w],
+                None,
+            )))
+        }
+        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), Some(OnFlex::Autodiff(b))) => Some(
+            Tensor::from_primitive::<AutodiffFlex>(tracked::<3>(op, bounds, [x, w], Some(b))),
+        ),
+        _ => None,
+    }
+}
+
+/// The geometry of a depthwise convolution of `[batch, c_in, h, w]` by `[c_out, 1, kh, kw]`
+/// with `groups == c_in > 1`, or `None` (the checks of `conv2d`'s geometry, for this case).
+fn depthwise_geometry(
+    input: [usize; 4],
+    weight: [usize; 4],
+    options: ConvOptions,
+) -> Option<Geometry> {
+    let [batch, c_in, height, width] = input;
+    let [c_out, one, kh, kw] = weight;
+    let ConvOptions {
+        stride,
+        dilation,
+        padding,
+        groups,
+    } = options;
+    let sizes = [kh, kw, stride[0], stride[1], dilation[0], dilation[1]];
+    if one != 1 || groups != c_in || c_in < 2 || c_out % c_in != 0 || sizes.contains(&0) {
+        return None;
+    }
+    let extent = |size: usize, pad: [usize; 2], k: usize, dilation: usize, stride: usize| {
+        let (padded, reach) = (size + pad[0] + pad[1], dilation * (k - 1) + 1);
+        (padded >= reach).then(|| (padded - reach) / stride + 1)
+    };
+    let out_h = extent(height, padding[0], kh, dilation[0], stride[0])?;
+    let out_w = extent(width, padding[1], kw, dilation[1], stride[1])?;
+    (batch * c_out * out_h * out_w > 0).then_some(Geometry {
+        batch,
+        c_in,
+        height,
+        width,
+        c_out,
+        kernel: [kh, kw],
+        options,
+        out_h,
+        out_w,
+    })
+}
+
+/// What the fused backward step needs: the op, its bounds, the contiguous input and weight,
+/// and the clamped output (for the mask; the graph holds a reference, not a copy).
+#[derive(Clone, Debug)]
+struct ClampState {
+    op: Depthwise,
+    bounds: Bounds,
+    input: FlexTensor,
+    weight: FlexTensor,
+    output: FlexTensor,
+}
+
+/// The backward step of [`depthwise_conv2d_clamp`] with `N` parents: input, weight and, when
+/// `N == 3`, bias.
+#[derive(Debug)]
+struct ClampBackward<const N: usize>;
+
+impl<const N: usize> Backward<Flex, N> for ClampBackward<N> {
+    type State = ClampState;
+
+    fn backward(self, ops: Ops<ClampState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let state = ops.state;
+        let wanted = Wanted {
+            input: ops.parents[0].is_some(),
+            weight: ops.parents[1].is_some(),
+            bias: N == 3 && ops.parents[2].is_some(),
+        };
+        let computed = state.op.run_backward(
+            values(&state.input),
+            values(&state.weight),
+            values(&grad),
+            Some((values(&state.output), state.bounds)),
+            wanted,
+        );
+        for (parent, grad) in ops.parents.into_iter().zip(computed) {
+            if let (Some(parent), Some(grad)) = (parent, grad) {
+                grads.register::<Flex>(parent.id, grad);
+            }
+        }
+    }
+}
+
+/// The fused forward step on autodiff tensors, recording [`ClampBackward`] when any parent is
+/// tracked.
+fn tracked<const N: usize>(
+    op: Depthwise,
+    bounds: Bounds,
+    [x, w]: [FloatTensor<AutodiffFlex>; 2],
+    bias: Option<FloatTensor<AutodiffFlex>>,
+) -> FloatTensor<AutodiffFlex> {
+    let mut nodes = vec![x.node(), w.node()];
+    nodes.extend(bias.as_ref().map(|b| b.node()));
+    let nodes: [_; N] = nodes.try_into().expect("a node per parent");
+    let input = contiguous(x.primitive());
+    let weight = contiguous(w.primitive());
+    let bias = bias.map(|b| contiguous(b.primitive()));
+    let bias_values = bias.as_ref().map(values);
+    let output = op.run_forward(values(&input), values(&weight), bias_values, Some(bounds));
+    match ClampBackward::<N>
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = ClampState {
+                op,
+                bounds,
+                input,
+                weight,
+                output: output.clone(),
+            };
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::conv::ConvOptions;
@@ -697,13 +966,26 @@ mod tests {
     use proptest::prelude::*;
 
     /// flint's and burn's output and gradients (input, weight, bias) for one depthwise case,
-    /// each as a relative error.
+    /// each as a relative error; with `clamp`, flint's fused convolution + clamp against burn's
+    /// convolution followed by its clamp.
     fn errors(
         input: [usize; 4],
         multiplier: usize,
         kernel: [usize; 2],
         options: ConvOptions,
         bias: bool,
+        seed: u64,
+    ) -> [f32; 4] {
+        clamp_errors(input, multiplier, kernel, options, bias, None, seed)
+    }
+
+    fn clamp_errors(
+        input: [usize; 4],
+        multiplier: usize,
+        kernel: [usize; 2],
+        options: ConvOptions,
+        bias: bool,
+        clamp: Option<(f32, f32)>,
         seed: u64,
     ) -> [f32; 4] {
         let device = Device::flex().autodiff();
@@ -715,7 +997,13 @@ mod tests {
         let w = w.require_grad();
         let b = Tensor::<1>::random([c_out], normal, &device).require_grad();
         let b = bias.then_some(b);
-        let ours = crate::conv2d(&x, &w, b.as_ref(), options).expect("the kernel applies");
+        let ours = match clamp {
+            None => crate::conv2d(&x, &w, b.as_ref(), options),
+            Some((min, max)) => {
+                super::depthwise_conv2d_clamp(&x, &w, b.as_ref(), options, min, max)
+            }
+        };
+        let ours = ours.expect("the kernel applies");
         let upstream = Tensor::<4>::random(ours.dims(), normal, &device);
         let [[top, bottom], [left, right]] = options.padding;
         let burn_options = BurnOptions::new_with_padding(
@@ -725,6 +1013,10 @@ mod tests {
             options.groups,
         );
         let theirs = conv2d(x.clone(), w.clone(), b.clone(), burn_options);
+        let theirs = match clamp {
+            None => theirs,
+            Some((min, max)) => theirs.clamp(min, max),
+        };
         let gradients = |y: Tensor<4>| {
             let grads = (y.clone() * upstream.clone()).sum().backward();
             let bias = b.as_ref().map(|b| values(b.grad(&grads).unwrap()));
@@ -764,8 +1056,93 @@ mod tests {
         }
     }
 
+    #[test]
+    fn fused_relu6_matches_burn_on_plain_tensors_and_declines_the_rest() {
+        let device = Device::flex();
+        device.seed(3);
+        let x = Tensor::<4>::random([2, 4, 9, 9], Distribution::Normal(0.0, 3.0), &device);
+        let w = Tensor::<4>::random([8, 1, 3, 3], Distribution::Default, &device);
+        let b = Tensor::<1>::random([8], Distribution::Default, &device);
+        let options = ConvOptions {
+            stride: [2, 2],
+            dilation: [1, 1],
+            padding: [[1, 1], [1, 1]],
+            groups: 4,
+        };
+        let ours = super::depthwise_conv2d_clamp(&x, &w, Some(&b), options, 0.0, 6.0).unwrap();
+        let burn_options = BurnOptions::new([2, 2], [1, 1], [1, 1], 4);
+        let theirs = conv2d(x.clone(), w.clone(), Some(b.clone()), burn_options).clamp(0.0, 6.0);
+        assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
+        let fused = |w: &Tensor<4>, options, [min, max]: [f32; 2]| {
+            super::depthwise_conv2d_clamp(&x, w, None, options, min, max)
+        };
+        // Bounds that are NaN, equal or reversed.
+        assert!(fused(&w, options, [f32::NAN, 6.0]).is_none());
+        assert!(fused(&w, options, [1.0, 1.0]).is_none());
+        assert!(fused(&w, options, [6.0, 0.0]).is_none());
+        // Not depthwise: grouped with two channels per group, or a plain convolution.
+        let grouped = Tensor::<4>::random([4, 2, 3, 3], Distribution::Default, &device);
+        assert!(
+            fused(
+                &grouped,
+                ConvOptions {
+                    groups: 2,
+                    ..options
+                },
+                [0.0, 6.0]
+            )
+            .is_none()
+        );
+        let plain = Tensor::<4>::random([4, 4, 3, 3], Distribution::Default, &device);
+        assert!(
+            fused(
+                &plain,
+                ConvOptions {
+                    groups: 1,
+                    ..options
+                },
+                [0.0, 6.0]
+            )
+            .is_none()
+        );
+        // A bias of the wrong length, a kernel larger than the padded input.
+        let short = Tensor::<1>::zeros([3], &device);
+        let ours = super::depthwise_conv2d_clamp(&x, &w, Some(&short), options, 0.0, 6.0);
+        assert!(ours.is_none());
+        let large = Tensor::<4>::zeros([8, 1, 13, 13], &device);
+        assert!(fused(&large, options, [0.0, 6.0]).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The fused convolution + clamp (ReLU6 and other bounds) against burn's convolution
+        /// followed by its clamp, values and gradients.
+        #[test]
+        fn fused_clamp_matches_burn(
+            batch in 1usize..3, channels in 2usize..5, multiplier in 1usize..3,
+            height in 1usize..12, width in 1usize..30, kh in 1usize..4, kw in 1usize..4,
+            stride in 1usize..3, dilation in 1usize..3,
+            pads in proptest::array::uniform4(0usize..3), bias: bool, relu6: bool,
+            min in -2.0f32..0.5, width_of_bounds in 0.1f32..3.0, seed in 0u64..1000,
+        ) {
+            let reach = |k: usize| dilation * (k - 1) + 1;
+            prop_assume!(height + pads[0] + pads[1] >= reach(kh));
+            prop_assume!(width + pads[2] + pads[3] >= reach(kw));
+            let options = ConvOptions {
+                stride: [stride, stride],
+                dilation: [dilation, dilation],
+                padding: [[pads[0], pads[1]], [pads[2], pads[3]]],
+                groups: channels,
+            };
+            let bounds = if relu6 { (0.0, 6.0) } else { (min, min + width_of_bounds) };
+            let input = [batch, channels, height, width];
+            let errors =
+                clamp_errors(input, multiplier, [kh, kw], options, bias, Some(bounds), seed);
+            for (name, error) in ["output", "input grad", "weight grad", "bias grad"].iter().zip(errors) {
+                prop_assert!(error < 1e-5, "{}: relative error {}", name, error);
+            }
+        }
+
         /// Depthwise convolutions with a stride, dilation and padding of their own per axis
         /// (odd sizes with stride 2 and 3, asymmetric padding), channel multipliers up to 3,
         /// kernels up to 5x5 (runs of nine taps and more), rows up to 40 columns.

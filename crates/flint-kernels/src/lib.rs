@@ -86,6 +86,7 @@ mod weighted;
 
 pub use batch_norm::batch_norm_train;
 pub use conv::{ConvOptions, conv2d};
+pub use depthwise::depthwise_conv2d_clamp;
 pub use linear::linear;
 pub use max_pool::max_pool2d;
 
