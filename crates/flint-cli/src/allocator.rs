@@ -15,28 +15,38 @@
 //! (`clear_page_erms`). A MobileNetV2 step takes about a second, so the buffers of one step were
 //! purged before the next step reused them.
 //!
-//! Measured on protocol F1 (MobileNetV2 fine-tuning on hymenoptera, 1 thread, 2-core VM, load
-//! 3-4, same binary with `MIMALLOC_PURGE_DELAY=1000` against purging off): 174k-328k page faults
-//! and 2.4k-5k huge-page faults per epoch (up to 10 GiB zeroed) against 1.2k; over 3 epochs
-//! 867k faults and 16.4 s of system time against 1.3k faults and 3.7 s, wall 104 s against 75 s.
-//!
 //! Purging off does not let memory grow: a freed block stays committed and is reused by the
-//! next allocation, so the resident set stays at its high-water mark (F1 finetune: 1168-1195 MiB
-//! after 1 or 3 epochs, against 1081-1143 MiB purging; PyTorch: 2263 MiB). It only stops the
-//! process from shrinking between steps and after training, which a command does not need.
+//! next allocation, so the resident set stays at its high-water mark. It only stops the process
+//! from shrinking between steps and after training, which a command does not need.
 //!
 //! # Why: no transparent huge pages
 //!
 //! mimalloc asks for transparent huge pages (`madvise(MADV_HUGEPAGE)`) on its arenas, so the
 //! first touch of each 2 MiB faults and zeroes all of it at once (`folio_zero_user` under
-//! `do_huge_pmd_anonymous_page`). With purging off, that first touch of the working set was what
-//! remained of `clear_page_erms` (10-15 % of an epoch's samples in `perf`, all in its first
-//! seconds). On the VM measured (Firecracker, whose guest reports free memory to the host, so a
-//! fresh huge page is backed again by the host on first touch), 4 KiB pages cost less: system
-//! time 0.8-3.1 s against 2.5-5.2 s per F1 epoch, user time unchanged (no TLB gain seen), peak
-//! RSS 20-110 MiB lower. Huge pages stay possible where the system enables them for every
-//! mapping (`/sys/kernel/mm/transparent_hugepage/enabled` = `always`) — unless this is also
-//! turned off for the process, which [`configure`] does, as mimalloc's own `allow_thp=0` does.
+//! `do_huge_pmd_anonymous_page`). With purging off, that first touch of the working set (about
+//! 1.1 GiB, once) was what remained of `clear_page_erms`, and on the VM measured (Firecracker,
+//! whose guest hands free 8 MiB blocks back to the host, so a fresh huge page is backed again on
+//! first touch) it cost 7 times what the same bytes cost in 4 KiB pages. Huge pages also round
+//! the resident set up. Huge pages stay possible where the system enables them for every
+//! mapping (`/sys/kernel/mm/transparent_hugepage/enabled` = `always`) unless turned off for the
+//! process, which [`configure`] does, as mimalloc's own `allow_thp=0` does.
+//!
+//! # Measured
+//!
+//! Protocol F1 (MobileNetV2 on hymenoptera, `finetune`, 1 epoch, 2-core VM, load 2.4-4.2), one
+//! binary run interleaved as A (mimalloc's defaults, through the variables below), B (purging
+//! off only) and C (both, flint's defaults):
+//!
+//! | | A | B | C |
+//! | --- | ---: | ---: | ---: |
+//! | `clear_page_erms`, share of `perf` samples | 20.3 % | 16.1 % | 2.4 % |
+//! | page faults (huge-page faults) | 154k-161k (2.1k-2.9k) | 1.2k-1.3k (570-605) | 288k-301k (0) |
+//! | train img/s, 1 thread | 16.9, 18.2, 18.3 | 16.5, 18.8, 22.9 | 17.9, 20.8, 21.6 |
+//! | system time s, 1 thread | 3.4, 4.4 | 1.5, 2.3 | 1.8, 2.7 |
+//! | peak RSS MiB, 1 / 2 threads | 1107-1141 | 1159-1228 | 1144-1198 |
+//!
+//! Over 3 epochs C kept its 1-epoch fault count (299k) and peak RSS (1189 MiB); A had 867k
+//! faults and 16.4 s of system time against B's 1.3k and 3.7 s. PyTorch peaks at 2263 MiB.
 //!
 //! # Overriding
 //!
