@@ -342,10 +342,10 @@ fn relu6(c: &mut Criterion) {
     }
 }
 
-/// What a depthwise convolution fused with ReLU6 could save: flint's depthwise convolution
-/// alone and followed by flint's clamp(0, 6) (as MobileNetV2 runs it), forward and forward +
-/// backward, on four of MobileNetV2's depthwise shapes. The difference is the clamp's own passes,
-/// the most a fused kernel could save.
+/// What fusing ReLU6 into the depthwise convolution saves: flint's depthwise convolution alone
+/// (`conv`), followed by flint's clamp(0, 6) as two ops (`conv+relu6`, as MobileNetV2 runs it
+/// unfused) and as one (`fused`, `depthwise_conv2d_clamp`), forward and forward + backward, on
+/// four of MobileNetV2's depthwise shapes.
 fn depthwise_relu6(c: &mut Criterion) {
     for case in [&DEPTHWISE[0], &DEPTHWISE[2], &DEPTHWISE[3], &DEPTHWISE[7]] {
         let options = ConvOptions {
@@ -358,12 +358,17 @@ fn depthwise_relu6(c: &mut Criterion) {
             flint_kernels::conv2d(x, w, None, options).expect("the kernel applies")
         };
         let relu6 = |y: Tensor<4>| flint_kernels::clamp(&y, 0.0, 6.0).expect("the kernel applies");
+        let fused = |x: &Tensor<4>, w: &Tensor<4>| {
+            let y = flint_kernels::depthwise_conv2d_clamp(x, w, None, options, 0.0, 6.0);
+            y.expect("the kernel applies")
+        };
         let device = Device::flex();
         let x = Tensor::<4>::random(case.input, NORMAL, &device);
         let w = Tensor::<4>::random(case.weight, NORMAL, &device);
         let mut group = c.benchmark_group(format!("depthwise+relu6 fwd {}", case.label));
         group.bench_function("conv", |b| b.iter(|| total(conv(&x, &w))));
         group.bench_function("conv+relu6", |b| b.iter(|| total(relu6(conv(&x, &w)))));
+        group.bench_function("fused", |b| b.iter(|| total(fused(&x, &w))));
         group.finish();
 
         let device = Device::flex().autodiff();
@@ -378,6 +383,7 @@ fn depthwise_relu6(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("depthwise+relu6 fwd+bwd {}", case.label));
         group.bench_function("conv", |b| b.iter(|| step(conv(&x, &w))));
         group.bench_function("conv+relu6", |b| b.iter(|| step(relu6(conv(&x, &w)))));
+        group.bench_function("fused", |b| b.iter(|| step(fused(&x, &w))));
         group.finish();
     }
 }
