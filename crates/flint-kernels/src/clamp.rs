@@ -79,6 +79,8 @@ impl Bounds {
     }
 
     fn backward(self, x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
+        // Timed for `flint_kernels::profile` (issue #17): one relaxed load when profiling is off.
+        let _span = super::profile::span(super::profile::KernelKind::ClampBackward, 0);
         let grad = contiguous(grad);
         let (input, grad_values) = (values(x), values(&grad));
         // SAFETY: as in `forward`.
