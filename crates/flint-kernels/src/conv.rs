@@ -95,7 +95,7 @@ impl Geometry {
     /// The geometry of `[batch, c_in, h, w]` by `[c_out, c_in / groups, kh, kw]`, or `None`
     /// where the channels do not split into the groups or the kernel does not fit the padded
     /// input.
-    fn new(input: [usize; 4], weight: [usize; 4], options: ConvOptions) -> Option<Self> {
+    pub(crate) fn new(input: [usize; 4], weight: [usize; 4], options: ConvOptions) -> Option<Self> {
         let [batch, c_in, height, width] = input;
         let [c_out, w_in, kh, kw] = weight;
         let ConvOptions {
@@ -153,7 +153,7 @@ impl Geometry {
     }
 
     /// One input channel per group: the direct loop of [`Depthwise`] applies.
-    fn depthwise(&self) -> bool {
+    pub(crate) fn depthwise(&self) -> bool {
         self.options.groups > 1 && self.options.groups == self.c_in
     }
 

@@ -842,41 +842,13 @@ pub fn depthwise_conv2d_clamp(
 }
 
 /// The geometry of a depthwise convolution of `[batch, c_in, h, w]` by `[c_out, 1, kh, kw]`
-/// with `groups == c_in > 1`, or `None` (the checks of `conv2d`'s geometry, for this case).
+/// with `groups == c_in > 1`, or `None` (`conv2d`'s geometry, for this case).
 fn depthwise_geometry(
     input: [usize; 4],
     weight: [usize; 4],
     options: ConvOptions,
 ) -> Option<Geometry> {
-    let [batch, c_in, height, width] = input;
-    let [c_out, one, kh, kw] = weight;
-    let ConvOptions {
-        stride,
-        dilation,
-        padding,
-        groups,
-    } = options;
-    let sizes = [kh, kw, stride[0], stride[1], dilation[0], dilation[1]];
-    if one != 1 || groups != c_in || c_in < 2 || c_out % c_in != 0 || sizes.contains(&0) {
-        return None;
-    }
-    let extent = |size: usize, pad: [usize; 2], k: usize, dilation: usize, stride: usize| {
-        let (padded, reach) = (size + pad[0] + pad[1], dilation * (k - 1) + 1);
-        (padded >= reach).then(|| (padded - reach) / stride + 1)
-    };
-    let out_h = extent(height, padding[0], kh, dilation[0], stride[0])?;
-    let out_w = extent(width, padding[1], kw, dilation[1], stride[1])?;
-    (batch * c_out * out_h * out_w > 0).then_some(Geometry {
-        batch,
-        c_in,
-        height,
-        width,
-        c_out,
-        kernel: [kh, kw],
-        options,
-        out_h,
-        out_w,
-    })
+    Geometry::new(input, weight, options).filter(Geometry::depthwise)
 }
 
 /// What the fused backward step needs: the op, its bounds, the contiguous input and weight,
