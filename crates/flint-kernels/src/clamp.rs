@@ -40,16 +40,17 @@ pub fn clamp<const D: usize>(input: &Tensor<D>, min: f32, max: f32) -> Option<Te
     })
 }
 
+/// Clamping bounds, `min < max`; also used by the fused depthwise convolution + clamp.
 #[derive(Clone, Copy, Debug)]
-struct Bounds {
-    min: f32,
-    max: f32,
+pub(crate) struct Bounds {
+    pub(crate) min: f32,
+    pub(crate) max: f32,
 }
 
 impl Bounds {
     /// burn's order: `clamp_max` first, then `clamp_min` (comparisons are false for NaN).
     #[inline(always)]
-    fn apply(self, x: f32) -> f32 {
+    pub(crate) fn apply(self, x: f32) -> f32 {
         let y = if x > self.max { self.max } else { x };
         if y < self.min { self.min } else { y }
     }
@@ -58,6 +59,14 @@ impl Bounds {
     #[inline(always)]
     fn passes(self, x: f32) -> bool {
         !(x < self.min || x > self.max)
+    }
+
+    /// Whether the gradient flows through the clamped *output* `y` (when the input is not
+    /// kept): strictly inside the bounds (or NaN). A `y` on a bound was clamped, or (rarely)
+    /// equals the bound before clamping, where burn's clamp would let the gradient through.
+    #[inline(always)]
+    pub(crate) fn passes_output(self, y: f32) -> bool {
+        !(y <= self.min || y >= self.max)
     }
 
     fn forward(self, x: &FlexTensor) -> FlexTensor {

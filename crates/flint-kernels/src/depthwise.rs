@@ -39,6 +39,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::clamp::Bounds;
 use super::conv::{ConvOptions, Geometry};
 use super::gemm::Wanted;
 use super::weighted::WeightedOp;
@@ -271,30 +272,6 @@ fn taps_block<const L: usize>(
         }
     }
     acc
-}
-
-/// Clamping bounds of a fused convolution + clamp, `min < max`.
-#[derive(Clone, Copy, Debug)]
-struct Bounds {
-    min: f32,
-    max: f32,
-}
-
-impl Bounds {
-    /// burn's order: `clamp_max` first, then `clamp_min` (a NaN stays NaN).
-    #[inline(always)]
-    fn apply(self, x: f32) -> f32 {
-        let y = if x > self.max { self.max } else { x };
-        if y < self.min { self.min } else { y }
-    }
-
-    /// Whether the gradient flows through the clamped output `y`: strictly inside the bounds
-    /// (or NaN). A `y` on a bound was clamped, or (rarely) equals the bound before clamping,
-    /// where burn's clamp would let the gradient through.
-    #[inline(always)]
-    fn passes(self, y: f32) -> bool {
-        !(y <= self.min || y >= self.max)
-    }
 }
 
 /// `block` clamped to `bounds`, where given.
@@ -552,7 +529,7 @@ fn backward_plane_body(
                 let output = output[j * grad.len()..][..grad.len()].chunks_exact(out_w);
                 for ((dst, src), y) in rows.zip(output) {
                     for ((d, &g), &y) in dst.iter_mut().zip(src).zip(y) {
-                        *d = if bounds.passes(y) { g } else { 0.0 };
+                        *d = if bounds.passes_output(y) { g } else { 0.0 };
                     }
                 }
             }
