@@ -15,7 +15,7 @@
 //! expansion at 56x56, batch norm and pooling at 112x112, the 1280→1000 classifier), plus every
 //! distinct 3x3 depthwise convolution of MobileNetV2 at 224x224, batch 16 (`conv2d depthwise`:
 //! channels@size and stride, no bias, as in the network) and ReLU6 (`clamp(0, 6)`) at two of
-//! MobileNetV2's activation shapes. Each
+//! MobileNetV2's activation shapes, and four of its 1x1 expansions fused with ReLU6. Each
 //! iteration ends by reading a scalar back (a sum of the output or of one gradient), the same
 //! reduction for both.
 
@@ -344,7 +344,7 @@ fn relu6(c: &mut Criterion) {
 
 /// What fusing ReLU6 into the depthwise convolution saves: flint's depthwise convolution alone
 /// (`conv`), followed by flint's clamp(0, 6) as two ops (`conv+relu6`, as MobileNetV2 runs it
-/// unfused) and as one (`fused`, `depthwise_conv2d_clamp`), forward and forward + backward, on
+/// unfused) and as one (`fused`, `conv2d_clamp`), forward and forward + backward, on
 /// four of MobileNetV2's depthwise shapes.
 fn depthwise_relu6(c: &mut Criterion) {
     for case in [&DEPTHWISE[0], &DEPTHWISE[2], &DEPTHWISE[3], &DEPTHWISE[7]] {
@@ -359,7 +359,7 @@ fn depthwise_relu6(c: &mut Criterion) {
         };
         let relu6 = |y: Tensor<4>| flint_kernels::clamp(&y, 0.0, 6.0).expect("the kernel applies");
         let fused = |x: &Tensor<4>, w: &Tensor<4>| {
-            let y = flint_kernels::depthwise_conv2d_clamp(x, w, None, options, 0.0, 6.0);
+            let y = flint_kernels::conv2d_clamp(x, w, None, options, 0.0, 6.0);
             y.expect("the kernel applies")
         };
         let device = Device::flex();
@@ -388,12 +388,65 @@ fn depthwise_relu6(c: &mut Criterion) {
     }
 }
 
+/// What fusing ReLU6 into a 1x1 convolution saves, on MobileNetV2's 1x1 expansions (batch 8,
+/// bias as after batch-norm folding): flint's convolution followed by flint's clamp(0, 6)
+/// (`conv+clamp`, as two ops) and the fused `conv2d_clamp` (`fused`), forward and forward +
+/// backward (input, weight and bias tracked).
+fn pointwise_relu6(c: &mut Criterion) {
+    let none = ConvOptions {
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [[0, 0], [0, 0]],
+        groups: 1,
+    };
+    for (label, c_in, c_out, size) in [
+        ("mnv2 1x1 16->96@112", 16, 96, 112),
+        ("mnv2 1x1 24->144@56", 24, 144, 56),
+        ("mnv2 1x1 32->192@28", 32, 192, 28),
+        ("mnv2 1x1 96->576@14", 96, 576, 14),
+    ] {
+        let (input, weight) = ([8, c_in, size, size], [c_out, c_in, 1, 1]);
+        let unfused = |x: &Tensor<4>, w: &Tensor<4>, b: &Tensor<1>| {
+            let y = flint_kernels::conv2d(x, w, Some(b), none).expect("the kernel applies");
+            flint_kernels::clamp(&y, 0.0, 6.0).expect("the kernel applies")
+        };
+        let fused = |x: &Tensor<4>, w: &Tensor<4>, b: &Tensor<1>| {
+            let y = flint_kernels::conv2d_clamp(x, w, Some(b), none, 0.0, 6.0);
+            y.expect("the kernel applies")
+        };
+        let device = Device::flex();
+        let x = Tensor::<4>::random(input, NORMAL, &device);
+        let w = Tensor::<4>::random(weight, NORMAL, &device) * 0.3;
+        let b = Tensor::<1>::random([c_out], NORMAL, &device);
+        check(label, total(fused(&x, &w, &b)), total(unfused(&x, &w, &b)));
+        let mut group = c.benchmark_group(format!("conv1x1+relu6 fwd {label}"));
+        group.bench_function("conv+clamp", |t| t.iter(|| total(unfused(&x, &w, &b))));
+        group.bench_function("fused", |t| t.iter(|| total(fused(&x, &w, &b))));
+        group.finish();
+
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random(input, NORMAL, &device).require_grad();
+        let w = (Tensor::<4>::random(weight, NORMAL, &device) * 0.3).require_grad();
+        let b = Tensor::<1>::random([c_out], NORMAL, &device).require_grad();
+        let upstream = Tensor::<4>::random([8, c_out, size, size], NORMAL, &device);
+        let step = |y: Tensor<4>| {
+            let grads = (y * upstream.clone()).sum().backward();
+            total(x.grad(&grads).expect("the input is tracked"))
+                + total(w.grad(&grads).expect("the weight is tracked"))
+        };
+        let mut group = c.benchmark_group(format!("conv1x1+relu6 fwd+bwd {label}"));
+        group.bench_function("conv+clamp", |t| t.iter(|| step(unfused(&x, &w, &b))));
+        group.bench_function("fused", |t| t.iter(|| step(fused(&x, &w, &b))));
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     // Slow cases (a 224x224 batch takes tens of milliseconds): 10 samples each, which the
     // command line can override. No plots: criterion's plotters backend panics
     // (FontUnavailable) on machines without fonts.
     config = Criterion::default().sample_size(10).without_plots();
-    targets = convolution, fully_connected, max_pooling, batch_norm, relu6, depthwise_relu6
+    targets = convolution, fully_connected, max_pooling, batch_norm, relu6, depthwise_relu6, pointwise_relu6
 }
 criterion_main!(benches);

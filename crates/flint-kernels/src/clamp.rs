@@ -62,11 +62,20 @@ impl Bounds {
     }
 
     /// Whether the gradient flows through the clamped *output* `y` (when the input is not
-    /// kept): strictly inside the bounds (or NaN). A `y` on a bound was clamped, or (rarely)
-    /// equals the bound before clamping, where burn's clamp would let the gradient through.
+    /// kept): strictly inside the bounds (or NaN). A `y` on a finite bound was clamped, or
+    /// (rarely) equals the bound before clamping, where burn's clamp would let the gradient
+    /// through. An infinite bound clamps nothing (`max = inf`: ReLU), so a `y` on it passes, as
+    /// in burn.
     #[inline(always)]
     pub(crate) fn passes_output(self, y: f32) -> bool {
-        !(y <= self.min || y >= self.max)
+        !((y <= self.min && self.min != f32::NEG_INFINITY)
+            || (y >= self.max && self.max != f32::INFINITY))
+    }
+
+    /// The bounds `[min, max]`, or `None` where either is NaN or `min >= max` (a fused clamp
+    /// needs an interval to tell clamped outputs from the others).
+    pub(crate) fn fused(min: f32, max: f32) -> Option<Self> {
+        (min < max).then_some(Self { min, max })
     }
 
     fn forward(self, x: &FlexTensor) -> FlexTensor {

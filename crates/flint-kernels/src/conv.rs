@@ -20,8 +20,9 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::clamp::Bounds;
 use super::depthwise::Depthwise;
-use super::gemm::{Operand, Wanted, matmul, matmul_into};
+use super::gemm::{Operand, Wanted, matmul, matmul_into_then, matmul_strided};
 use super::profile::{self, Profiled};
 use super::weighted::{self, WeightedOp};
 use super::{flex_tensor, written};
@@ -62,17 +63,71 @@ pub fn conv2d(
     bias: Option<&Tensor<1>>,
     options: ConvOptions,
 ) -> Option<Tensor<4>> {
-    let geometry = Geometry::new(input.dims(), weight.dims(), options)?;
-    if bias.is_some_and(|bias| bias.dims() != [geometry.c_out]) {
+    run(input, weight, bias, options, None)
+}
+
+/// `clamp(conv2d(input, weight) + bias, min, max)` in one step, for every convolution
+/// [`conv2d`] computes: ReLU6 is `min = 0, max = 6`, ReLU `min = 0, max = f32::INFINITY`.
+///
+/// Unfused, the clamp costs one pass over the activation forward (read and write) and one
+/// backward (reading the input kept for it, the output gradient, and writing a masked copy).
+/// Here the clamp is applied to each block of the output while it is still in cache: the
+/// direct depthwise loop clamps its register blocks before writing them, the matrix-product
+/// convolutions run each image's product in column blocks sized for the L2 cache and clamp a
+/// block right after gemm writes it. Backward keeps only the clamped output (which the next
+/// layer keeps anyway: the unclamped one is never stored), masks the output gradient per image
+/// in the same column blocks (depthwise: per plane, while reading it) and feeds each masked
+/// block straight to the weight, bias and input gradient products. Only the gradients of
+/// tracked parents are computed.
+///
+/// The values are those of [`conv2d`] followed by [`crate::clamp`] (up to f32 rounding). The
+/// gradients too, with one exception: the gradient flows where the clamped output is strictly
+/// inside `(min, max)` (or NaN, or on an infinite bound), so where the *unclamped* output equals
+/// a finite bound exactly, burn's clamp lets the gradient through and this step does not (the
+/// output alone cannot tell it from a clamped value). For ReLU this is burn's own `relu`
+/// gradient (zero where the output is 0).
+///
+/// The profile ([`crate::profile`]) counts a fused call under its convolution's kinds: the
+/// clamps inside fused convolutions no longer appear as clamp calls of their own.
+///
+/// `None` where [`conv2d`] declines, or where the bounds are NaN or `min >= max` (the caller
+/// then runs the convolution and the clamp apart).
+///
+/// # Shapes
+/// - input: `[batch, c_in, height, width]`
+/// - weight: `[c_out, c_in / groups, kernel_h, kernel_w]`
+/// - bias: `[c_out]`
+/// - output: `[batch, c_out, out_h, out_w]`, as [`conv2d`]'s
+pub fn conv2d_clamp(
+    input: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    options: ConvOptions,
+    min: f32,
+    max: f32,
+) -> Option<Tensor<4>> {
+    run(input, weight, bias, options, Some(Bounds::fused(min, max)?))
+}
+
+/// [`conv2d`], clamped to `bounds` where given.
+fn run(
+    input: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    options: ConvOptions,
+    bounds: Option<Bounds>,
+) -> Option<Tensor<4>> {
+    let g = Geometry::new(input.dims(), weight.dims(), options)?;
+    if bias.is_some_and(|bias| bias.dims() != [g.c_out]) {
         return None;
     }
-    let kinds = profile::conv_kinds(geometry.depthwise(), geometry.kernel);
-    let multiply_adds = geometry.multiply_adds();
-    if geometry.depthwise() {
-        let op = Profiled::new(Depthwise(geometry), kinds, multiply_adds);
+    let kinds = profile::conv_kinds(g.depthwise(), g.kernel);
+    let multiply_adds = g.multiply_adds();
+    if g.depthwise() {
+        let op = Profiled::new(Depthwise(g, bounds), kinds, multiply_adds);
         weighted::apply(op, input, weight, bias)
     } else {
-        let op = Profiled::new(geometry, kinds, multiply_adds);
+        let op = Profiled::new(Conv { g, bounds }, kinds, multiply_adds);
         weighted::apply(op, input, weight, bias)
     }
 }
@@ -278,15 +333,50 @@ fn fold(g: &Geometry, cols: &[f32], image: &mut [f32]) {
     }
 }
 
-impl WeightedOp for Geometry {
+/// Bytes of one column block of a fused epilogue: the block's output (or output gradient) rows
+/// and unfolded input rows, a quarter of this machine's 1 MiB L2 cache per core, leaving room
+/// for gemm's packed panels. A block is clamped (or masked) right after gemm writes it (or
+/// before gemm reads it), while it is still in L2.
+const BLOCK_BYTES: usize = 1 << 18;
+
+/// Columns of a block at least: below this, gemm's per-call overhead shows.
+const MIN_BLOCK: usize = 64;
+
+/// A convolution computed by matrix products (any groups but depthwise), its output clamped to
+/// the bounds where given (a fused ReLU6 or ReLU).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Conv {
+    g: Geometry,
+    bounds: Option<Bounds>,
+}
+
+impl Conv {
+    /// Output columns per block: all of them without bounds (there is no pass to fuse), else
+    /// as many as keep the block's output and unfolded input rows within [`BLOCK_BYTES`], a
+    /// multiple of 16 (gemm's register tiles).
+    fn block_columns(&self) -> usize {
+        let g = &self.g;
+        if self.bounds.is_none() {
+            return g.positions();
+        }
+        let rows = g.c_out + g.options.groups * g.patch();
+        let columns = (BLOCK_BYTES / (4 * rows)) / 16 * 16;
+        columns.max(MIN_BLOCK).min(g.positions())
+    }
+}
+
+impl WeightedOp for Conv {
     /// The convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
-    /// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel.
+    /// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel, clamped where the op has
+    /// bounds: each image's product runs in column blocks, and each block gets its bias and
+    /// clamp right after gemm writes it.
     fn forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
-        let g = self;
+        let g = &self.g;
         let (patch, positions, group_out) = (g.patch(), g.positions(), g.group_out());
         let (image_in, image_out) = (g.image_in(), g.image_out());
         let unfolded = g.options.groups * patch * positions;
         let per_task = g.images_per_task();
+        let (block, bounds) = (self.block_columns(), self.bounds);
         let fill = |output: &mut [MaybeUninit<f32>]| {
             output
                 .par_chunks_mut(per_task * image_out)
@@ -302,43 +392,70 @@ impl WeightedOp for Geometry {
                             &cols
                         };
                         // Group `k`: its weight rows times its block of unfolded rows, into its
-                        // output channels.
+                        // output channels, one column block at a time.
                         let groups = out.chunks_exact_mut(group_out * positions).enumerate();
                         for (k, out) in groups {
-                            let out = matmul_into(
-                                out,
-                                Operand::rows(&weight[k * group_out * patch..], patch),
-                                Operand::rows(&cols[k * patch * positions..], positions),
-                                [group_out, positions, patch],
-                            );
-                            if let Some(bias) = bias {
-                                let bias = &bias[k * group_out..][..group_out];
-                                for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
-                                    row.iter_mut().for_each(|v| *v += b);
-                                }
+                            let bias = bias.map(|bias| &bias[k * group_out..][..group_out]);
+                            let weight = Operand::rows(&weight[k * group_out * patch..], patch);
+                            let cols = &cols[k * patch * positions..];
+                            for start in (0..positions).step_by(block) {
+                                let n = block.min(positions - start);
+                                let epilogue = |row: usize, values: &mut [f32]| {
+                                    let b = bias.map_or(0.0, |bias| bias[row]);
+                                    match (bias.is_some(), bounds) {
+                                        (false, None) => {}
+                                        (true, None) => values.iter_mut().for_each(|v| *v += b),
+                                        (_, Some(bounds)) => values
+                                            .iter_mut()
+                                            .for_each(|v| *v = bounds.apply(*v + b)),
+                                    }
+                                };
+                                matmul_into_then(
+                                    &mut out[start..],
+                                    positions,
+                                    weight,
+                                    Operand::rows(&cols[start..], positions),
+                                    [group_out, n, patch],
+                                    epilogue,
+                                );
                             }
                         }
                     }
                 })
         };
-        // SAFETY: the tasks' runs of images cover the output, and each image's `[c_out, positions]`
-        // block is written group by group by `matmul_into`.
+        // SAFETY: the tasks' runs of images cover the output, and each image's `[c_out,
+        // positions]` block is written group by group and column block by column block by
+        // `matmul_into_then`.
         let output = unsafe { written(g.batch * image_out, fill) };
         flex_tensor(output, &[g.batch, g.c_out, g.out_h, g.out_w])
     }
 
+    fn reads_output(&self) -> bool {
+        self.bounds.is_some()
+    }
+
+    /// With bounds, each image's output gradient is masked (where the clamped output is
+    /// strictly inside the bounds) one column block at a time into a buffer that stays in cache,
+    /// and that block goes straight into the weight, bias and input gradient products.
     fn backward(
         &self,
         x: &[f32],
         weight: &[f32],
+        output: Option<&[f32]>,
         grad: &[f32],
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {
-        let g = self;
+        let g = &self.g;
         let (patch, positions, group_out) = (g.patch(), g.positions(), g.group_out());
         let (image_in, image_out) = (g.image_in(), g.image_out());
         let groups = g.options.groups;
         let per_task = g.images_per_task();
+        let mask = match (output, self.bounds) {
+            (Some(output), Some(bounds)) => Some((output, bounds)),
+            (None, Some(_)) => panic!("a fused clamp's backward step needs its output"),
+            _ => None,
+        };
+        let block = self.block_columns();
         let mut input_grad = vec![0.0f32; if wanted.input { g.batch * image_in } else { 0 }];
         let tasks = g.batch.div_ceil(per_task);
         let slots: Vec<Option<&mut [f32]>> = if wanted.input {
@@ -364,51 +481,77 @@ impl WeightedOp for Geometry {
                         0
                     }
                 ];
+                let mut masked = vec![0.0f32; if mask.is_some() { g.c_out * block } else { 0 }];
                 let mut weight_grad = vec![0.0f32; if wanted.weight { g.c_out * patch } else { 0 }];
                 let mut bias_grad = vec![0.0f64; if wanted.bias { g.c_out } else { 0 }];
                 for i in 0..images {
                     let image = &x[(first + i) * image_in..][..image_in];
                     let grad = &grad[(first + i) * image_out..][..image_out];
-                    if wanted.weight {
-                        let cols: &[f32] = if g.pointwise() {
-                            image
-                        } else {
-                            unfold(g, image, &mut cols);
-                            &cols
+                    if wanted.weight && !g.pointwise() {
+                        unfold(g, image, &mut cols);
+                    }
+                    for start in (0..positions).step_by(block) {
+                        let n = block.min(positions - start);
+                        // The block's output gradient, `[c_out, n]` with rows `stride` apart.
+                        let (dy, stride): (&[f32], usize) = match mask {
+                            None => (&grad[start..], positions),
+                            Some((output, bounds)) => {
+                                let output = &output[(first + i) * image_out..][..image_out];
+                                let rows = masked.chunks_exact_mut(n);
+                                for (c, dst) in rows.take(g.c_out).enumerate() {
+                                    let at = c * positions + start;
+                                    let (src, y) = (&grad[at..][..n], &output[at..][..n]);
+                                    for ((d, &g), &y) in dst.iter_mut().zip(src).zip(y) {
+                                        *d = if bounds.passes_output(y) { g } else { 0.0 };
+                                    }
+                                }
+                                (&masked[..], n)
+                            }
                         };
-                        let blocks = weight_grad.chunks_exact_mut(group_out * patch);
-                        for (k, weight_grad) in blocks.enumerate() {
-                            matmul(
-                                weight_grad,
-                                i > 0,
-                                Operand::rows(&grad[k * group_out * positions..], positions),
-                                Operand::transposed(&cols[k * patch * positions..], positions),
-                                [group_out, patch, positions],
-                            );
+                        for k in 0..groups {
+                            let dy = &dy[k * group_out * stride..];
+                            if wanted.weight {
+                                let cols: &[f32] = if g.pointwise() { image } else { &cols };
+                                matmul(
+                                    &mut weight_grad[k * group_out * patch..][..group_out * patch],
+                                    i > 0 || start > 0,
+                                    Operand::rows(dy, stride),
+                                    Operand::transposed(
+                                        &cols[k * patch * positions + start..],
+                                        positions,
+                                    ),
+                                    [group_out, patch, n],
+                                );
+                            }
+                            if wanted.bias {
+                                let sums = &mut bias_grad[k * group_out..][..group_out];
+                                for (r, sum) in sums.iter_mut().enumerate() {
+                                    *sum += dy[r * stride..][..n].iter().sum::<f32>() as f64;
+                                }
+                            }
+                            if let Some(input_grad) = input_grad.as_deref_mut() {
+                                // Into the image's gradient (1x1) or its unfolded gradient,
+                                // over the unfolded input this block no longer needs.
+                                let dst = if g.pointwise() {
+                                    &mut input_grad[i * image_in..][..image_in]
+                                } else {
+                                    &mut cols[..]
+                                };
+                                matmul_strided(
+                                    &mut dst[k * patch * positions + start..],
+                                    positions,
+                                    false,
+                                    Operand::transposed(&weight[k * group_out * patch..], patch),
+                                    Operand::rows(dy, stride),
+                                    [patch, n, group_out],
+                                );
+                            }
                         }
                     }
-                    if let Some(input_grad) = input_grad.as_deref_mut() {
-                        let image_grad = &mut input_grad[i * image_in..][..image_in];
-                        let dst = if g.pointwise() {
-                            image_grad
-                        } else {
-                            &mut cols[..]
-                        };
-                        for (k, dst) in dst.chunks_exact_mut(patch * positions).enumerate() {
-                            matmul(
-                                dst,
-                                false,
-                                Operand::transposed(&weight[k * group_out * patch..], patch),
-                                Operand::rows(&grad[k * group_out * positions..], positions),
-                                [patch, positions, group_out],
-                            );
-                        }
-                        if !g.pointwise() {
-                            fold(g, &cols, &mut input_grad[i * image_in..][..image_in]);
-                        }
-                    }
-                    for (sum, row) in bias_grad.iter_mut().zip(grad.chunks_exact(positions)) {
-                        *sum += row.iter().sum::<f32>() as f64;
+                    if let Some(input_grad) = input_grad.as_deref_mut()
+                        && !g.pointwise()
+                    {
+                        fold(g, &cols, &mut input_grad[i * image_in..][..image_in]);
                     }
                 }
                 (weight_grad, bias_grad)
@@ -455,6 +598,8 @@ mod tests {
         bias: bool,
         input_grad: bool,
         weight_grad: bool,
+        /// Bounds of a fused clamp (`conv2d_clamp` against burn's `conv2d` then `clamp`).
+        clamp: Option<(f32, f32)>,
     }
 
     impl Case {
@@ -466,6 +611,15 @@ mod tests {
                 bias: true,
                 input_grad: true,
                 weight_grad: true,
+                clamp: None,
+            }
+        }
+
+        /// The case with a fused clamp to `[min, max]`.
+        fn clamped(self, min: f32, max: f32) -> Self {
+            Self {
+                clamp: Some((min, max)),
+                ..self
             }
         }
     }
@@ -521,10 +675,15 @@ mod tests {
         );
         let run = |flint: bool| {
             let bias = case.bias.then_some(&b);
-            let output = if flint {
-                super::conv2d(&x, &w, bias, case.options).unwrap()
-            } else {
-                conv2d(x.clone(), w.clone(), bias.cloned(), burn_options.clone())
+            let output = match (flint, case.clamp) {
+                (true, None) => super::conv2d(&x, &w, bias, case.options).unwrap(),
+                (true, Some((min, max))) => {
+                    super::conv2d_clamp(&x, &w, bias, case.options, min, max).unwrap()
+                }
+                (false, clamp) => {
+                    let y = conv2d(x.clone(), w.clone(), bias.cloned(), burn_options.clone());
+                    clamp.map_or(y.clone(), |(min, max)| y.clamp(min, max))
+                }
             };
             let grads = (output.clone() * weights.clone()).sum().backward();
             let grad = |t: Option<Vec<f32>>| t.unwrap_or_default();
@@ -711,6 +870,157 @@ mod tests {
         assert!(super::conv2d(&x, &weight, Some(&bias), same).is_none());
     }
 
+    /// ReLU6, ReLU (an infinite max) and other bounds fused into every kind of convolution:
+    /// pointwise, unfolded (strides, dilation, asymmetric padding), grouped and depthwise.
+    #[test]
+    fn fused_clamp_matches_conv_then_clamp() {
+        let same = [[1, 1], [1, 1]];
+        let none = [[0, 0], [0, 0]];
+        for (min, max) in [(0.0, 6.0), (0.0, f32::INFINITY), (-0.5, 0.75)] {
+            for case in [
+                Case::new([2, 5, 8, 7], [6, 5, 1, 1], options(1, 1, none)),
+                Case::new([2, 3, 9, 11], [4, 3, 3, 3], options(2, 1, same)),
+                Case::new([2, 2, 10, 9], [3, 2, 3, 2], options(1, 2, [[2, 0], [0, 3]])),
+                Case::new([2, 4, 8, 5], [4, 4, 1, 1], options(2, 1, [[1, 0], [0, 1]])),
+                Case::new([2, 6, 8, 7], [9, 2, 3, 3], grouped(3, 1, 1, same)),
+                Case::new([3, 8, 5, 5], [4, 4, 1, 1], grouped(2, 1, 1, none)),
+                Case::new([2, 8, 12, 12], [8, 1, 3, 3], grouped(8, 2, 1, same)),
+                Case::new(
+                    [2, 4, 9, 10],
+                    [12, 1, 5, 5],
+                    grouped(4, 1, 1, [[2, 2], [2, 2]]),
+                ),
+            ] {
+                assert_matches(case.clamped(min, max), 23);
+            }
+        }
+    }
+
+    /// Images wide enough for several column blocks (the last one shorter, not a multiple of
+    /// 16), 1x1 and 3x3, over a batch split between threads.
+    #[test]
+    fn fused_clamp_over_several_column_blocks() {
+        let same = [[1, 1], [1, 1]];
+        for case in [
+            Case::new(
+                [3, 64, 30, 30],
+                [64, 64, 1, 1],
+                options(1, 1, [[0, 0], [0, 0]]),
+            ),
+            Case::new([3, 16, 25, 25], [32, 16, 3, 3], options(1, 1, same)),
+            Case::new([2, 16, 25, 25], [32, 8, 3, 3], grouped(2, 1, 1, same)),
+        ] {
+            let conv = super::Conv {
+                g: super::Geometry::new(case.input, case.weight, case.options).unwrap(),
+                bounds: Some(super::Bounds { min: 0.0, max: 6.0 }),
+            };
+            let positions = conv.g.positions();
+            assert!(conv.block_columns() < positions, "{case:?} is one block");
+            assert!(
+                !(positions % conv.block_columns()).is_multiple_of(16),
+                "{case:?}"
+            );
+            assert_matches(case.clamped(0.0, 6.0), 29);
+        }
+    }
+
+    /// The fused step computes only the gradients asked for, as the unfused one.
+    #[test]
+    fn fused_clamp_computes_only_the_gradients_asked_for() {
+        let same = [[1, 1], [1, 1]];
+        for case in [
+            Case::new([3, 4, 6, 6], [6, 4, 1, 1], options(1, 1, [[0, 0], [0, 0]])),
+            Case::new([3, 2, 6, 6], [4, 2, 3, 3], options(1, 1, same)),
+            Case::new([3, 4, 6, 6], [8, 1, 3, 3], grouped(4, 1, 1, same)),
+        ] {
+            for (input_grad, weight_grad, bias) in [
+                (false, true, true),
+                (true, false, true),
+                (false, true, false),
+            ] {
+                let case = Case {
+                    input_grad,
+                    weight_grad,
+                    bias,
+                    ..case.clamped(0.0, 6.0)
+                };
+                let [flint, _] = both(case, 5);
+                assert_eq!(flint[1].is_empty(), !input_grad, "{case:?}");
+                assert_eq!(flint[2].is_empty(), !weight_grad, "{case:?}");
+                assert_matches(case, 5);
+            }
+        }
+    }
+
+    /// The one documented difference: where the unclamped output equals a finite bound exactly,
+    /// burn's clamp passes the gradient and the fused step does not (it keeps only the clamped
+    /// output). A zero input and a zero bias give outputs of exactly 0: with `min = 0` burn's
+    /// clamp sends the upstream gradient to the bias, the fused step sends none, which is
+    /// burn's own `relu` gradient.
+    #[test]
+    fn fused_clamp_stops_the_gradient_on_a_bound() {
+        let device = Device::flex().autodiff();
+        device.seed(31);
+        let x = Tensor::<4>::zeros([2, 3, 5, 5], &device).require_grad();
+        for (weight, groups) in [([4, 3, 1, 1], 1), ([4, 3, 3, 3], 1), ([6, 1, 3, 3], 3)] {
+            let w = Tensor::<4>::random(weight, Distribution::Default, &device).require_grad();
+            let b = Tensor::<1>::zeros([weight[0]], &device).require_grad();
+            let options = grouped(groups, 1, 1, [[1, 1], [1, 1]]);
+            let burn_options = BurnOptions::new([1, 1], [1, 1], [1, 1], groups);
+            let burn = || conv2d(x.clone(), w.clone(), Some(b.clone()), burn_options.clone());
+            let upstream = Tensor::<4>::ones(burn().dims(), &device);
+            let bias_grad = |y: Tensor<4>| {
+                let grads = (y * upstream.clone()).sum().backward();
+                values(b.grad(&grads).unwrap())
+            };
+            let fused = |max| super::conv2d_clamp(&x, &w, Some(&b), options, 0.0, max).unwrap();
+            let [batch, _, out_h, out_w] = upstream.dims();
+            let positions = (batch * out_h * out_w) as f32;
+            let through_clamp = bias_grad(burn().clamp(0.0, 6.0));
+            assert!(
+                through_clamp.iter().all(|&g| g == positions),
+                "{through_clamp:?}"
+            );
+            assert!(bias_grad(fused(6.0)).iter().all(|&g| g == 0.0));
+            let through_relu = bias_grad(burn::tensor::activation::relu(burn()));
+            assert_eq!(bias_grad(fused(f32::INFINITY)), through_relu);
+            assert!(through_relu.iter().all(|&g| g == 0.0));
+        }
+    }
+
+    #[test]
+    fn fused_clamp_on_plain_tensors_and_declined_bounds() {
+        let device = Device::flex();
+        device.seed(37);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([3, 4, 10, 9], normal, &device);
+        let b = Tensor::<1>::random([8], normal, &device);
+        for (weight, groups, stride) in [
+            ([8, 4, 1, 1], 1, 1),
+            ([8, 2, 3, 3], 2, 2),
+            ([8, 1, 3, 3], 4, 1),
+        ] {
+            let w = Tensor::<4>::random(weight, normal, &device);
+            let options = grouped(groups, stride, 1, [[1, 0], [0, 1]]);
+            let burn_options =
+                BurnOptions::new_with_padding([stride; 2], [(1, 0), (0, 1)], [1, 1], groups);
+            let theirs = conv2d(x.clone(), w.clone(), Some(b.clone()), burn_options);
+            for (min, max) in [(0.0, 6.0), (0.0, f32::INFINITY), (-1.0, 0.5)] {
+                let ours = super::conv2d_clamp(&x, &w, Some(&b), options, min, max).unwrap();
+                let theirs = theirs.clone().clamp(min, max);
+                assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
+            }
+            // NaN, equal or reversed bounds: left to the caller.
+            for (min, max) in [(f32::NAN, 6.0), (0.0, f32::NAN), (1.0, 1.0), (6.0, 0.0)] {
+                assert!(super::conv2d_clamp(&x, &w, Some(&b), options, min, max).is_none());
+            }
+        }
+        // Shapes conv2d declines.
+        let odd = Tensor::<4>::zeros([5, 2, 3, 3], &device);
+        let options = grouped(2, 1, 1, [[0, 0], [0, 0]]);
+        assert!(super::conv2d_clamp(&x, &odd, None, options, 0.0, 6.0).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
@@ -758,6 +1068,37 @@ mod tests {
             let input = [batch, groups * per_in, height, width];
             let weight = [groups * per_out, per_in, kh, kw];
             let case = Case { bias, ..Case::new(input, weight, options) };
+            assert_matches(case, seed);
+        }
+        /// `conv2d_clamp` against burn's `conv2d` then `clamp`, values and gradients, on every
+        /// kind of convolution (plain, grouped, depthwise; 1x1 and kxk; strides, dilations,
+        /// asymmetric padding) and bounds (ReLU6, ReLU with an infinite max, others).
+        #[test]
+        fn fused_clamp_matches_burn(
+            batch in 1usize..4, groups in 1usize..4, per_in in 1usize..4, per_out in 1usize..4,
+            height in 3usize..12, width in 3usize..12, kh in 1usize..4, kw in 1usize..4,
+            stride in 1usize..3, dilation in 1usize..3, depthwise: bool,
+            pads in proptest::array::uniform4(0usize..3), bias: bool, kind in 0usize..3,
+            min in -2.0f32..0.5, span in 0.1f32..3.0, seed in 0u64..1000,
+        ) {
+            let (groups, per_in) = if depthwise { (groups + 1, 1) } else { (groups, per_in) };
+            let options = ConvOptions {
+                stride: [stride, stride],
+                dilation: [dilation, dilation],
+                padding: [[pads[0], pads[1]], [pads[2], pads[3]]],
+                groups,
+            };
+            let reach = |k: usize| dilation * (k - 1) + 1;
+            prop_assume!(height + pads[0] + pads[1] >= reach(kh));
+            prop_assume!(width + pads[2] + pads[3] >= reach(kw));
+            let (min, max) = match kind {
+                0 => (0.0, 6.0),
+                1 => (0.0, f32::INFINITY),
+                _ => (min, min + span),
+            };
+            let input = [batch, groups * per_in, height, width];
+            let weight = [groups * per_out, per_in, kh, kw];
+            let case = Case { bias, ..Case::new(input, weight, options) }.clamped(min, max);
             assert_matches(case, seed);
         }
     }

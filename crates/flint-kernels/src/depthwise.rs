@@ -20,6 +20,9 @@
 //!   at each tap's offset, up to nine taps in one pass over the gradient, in f32 blocks summed
 //!   in f64.
 //!
+//! A fused clamp ([`crate::conv2d_clamp`]) clamps each register block before it is written,
+//! and its backward step masks the output gradient (by the clamped output) while spreading it.
+//!
 //! The phase split is one pass over a plane that stays in cache; the only passes over memory
 //! are the reads of the input (and output gradient) and the writes of the results.
 //!
@@ -28,14 +31,7 @@
 //! over the images afterwards in a fixed order, so the result does not depend on scheduling.
 //! The loops are compiled for AVX-512 and AVX2 besides the baseline and picked at run time.
 
-use burn::backend::Flex;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
-use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -43,9 +39,7 @@ use super::clamp::Bounds;
 use super::conv::{ConvOptions, Geometry};
 use super::gemm::Wanted;
 use super::weighted::WeightedOp;
-use super::{
-    AutodiffFlex, OnFlex, contiguous, flex_tensor, on_flex, rows_per_task, values, written,
-};
+use super::{flex_tensor, rows_per_task, written};
 
 /// Work (multiply-adds) below which a run of planes stays on one thread.
 const MIN_TASK: usize = 1 << 16;
@@ -53,9 +47,10 @@ const MIN_TASK: usize = 1 << 16;
 /// Products summed in f32 before the running sum moves to f64 (weight and bias gradients).
 const BLOCK: usize = 256;
 
-/// A convolution with `groups == c_in`; the geometry is checked by `conv2d`.
+/// A convolution with `groups == c_in`, its output clamped to the bounds where given (a fused
+/// ReLU6 or ReLU); the geometry is checked by `conv2d`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Depthwise(pub(crate) Geometry);
+pub(crate) struct Depthwise(pub(crate) Geometry, pub(crate) Option<Bounds>);
 
 /// Where one plane's values live in the phase planes, and where each tap reads.
 #[derive(Clone, Debug)]
@@ -602,19 +597,32 @@ fn gather(spread: &[f32], starts: &[usize], weights: &[f32], out: &mut [f32], ad
 
 impl WeightedOp for Depthwise {
     /// The depthwise convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
-    /// `[c_out, 1, kh, kw]` weight, plus `bias` per output channel.
+    /// `[c_out, 1, kh, kw]` weight, plus `bias` per output channel, clamped where the op has
+    /// bounds (in registers, before each block is written).
     fn forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
-        self.run_forward(x, weight, bias, None)
+        self.run_forward(x, weight, bias, self.1)
     }
 
+    fn reads_output(&self) -> bool {
+        self.1.is_some()
+    }
+
+    /// With bounds, the output gradient counts only where the clamped output is strictly inside
+    /// them, masked while it is read.
     fn backward(
         &self,
         x: &[f32],
         weight: &[f32],
+        output: Option<&[f32]>,
         grad: &[f32],
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {
-        self.run_backward(x, weight, grad, None, wanted)
+        let mask = match (output, self.1) {
+            (Some(output), Some(bounds)) => Some((output, bounds)),
+            (None, Some(_)) => panic!("a fused clamp's backward step needs its output"),
+            _ => None,
+        };
+        self.run_backward(x, weight, grad, mask, wanted)
     }
 }
 
@@ -752,159 +760,6 @@ impl Depthwise {
     }
 }
 
-/// `clamp(conv2d(input, weight) + bias, min, max)` for a depthwise convolution (`groups ==
-/// c_in > 1`, any channel multiplier), in one pass: the clamp is applied to each output block
-/// in registers before it is written, and the backward step masks the output gradient while
-/// reading it. MobileNetV2 follows each depthwise convolution with ReLU6 (`min = 0, max = 6`);
-/// unfused, the clamp costs one more pass over the activation forward and two backward.
-///
-/// The values are those of [`crate::conv2d`] followed by [`crate::clamp`]. The gradient flows
-/// where the clamped output is strictly inside `(min, max)` (or NaN); burn's clamp also lets it
-/// through where the unclamped output equals a bound exactly.
-///
-/// `None` where [`crate::conv2d`] would decline, where the convolution is not depthwise, or
-/// where the bounds are NaN or `min >= max` (the caller then runs the convolution and the clamp
-/// apart).
-///
-/// # Shapes
-/// - input: `[batch, c_in, height, width]`
-/// - weight: `[c_out, 1, kernel_h, kernel_w]`, `c_out` a multiple of `c_in`
-/// - bias: `[c_out]`
-/// - output: `[batch, c_out, out_h, out_w]`, as [`crate::conv2d`]'s
-pub fn depthwise_conv2d_clamp(
-    input: &Tensor<4>,
-    weight: &Tensor<4>,
-    bias: Option<&Tensor<1>>,
-    options: ConvOptions,
-    min: f32,
-    max: f32,
-) -> Option<Tensor<4>> {
-    if min.is_nan() || max.is_nan() || min >= max {
-        return None;
-    }
-    let bounds = Bounds { min, max };
-    let op = Depthwise(depthwise_geometry(input.dims(), weight.dims(), options)?);
-    if bias.is_some_and(|bias| bias.dims() != [op.0.c_out]) {
-        return None;
-    }
-    let bias = match bias {
-        Some(bias) => Some(on_flex(bias)?),
-        None => None,
-    };
-    match (on_flex(input)?, on_flex(weight)?, bias) {
-        (OnFlex::Plain(x), OnFlex::Plain(w), bias) => {
-            let bias = match bias {
-                None => None,
-                Some(OnFlex::Plain(bias)) => Some(contiguous(&bias)),
-                Some(OnFlex::Autodiff(_)) => return None,
-            };
-            let (x, w) = (contiguous(&x), contiguous(&w));
-            let bias = bias.as_ref().map(values);
-            let output = op.run_forward(values(&x), values(&w), bias, Some(bounds));
-            Some(Tensor::from_primitive::<Flex>(output))
-        }
-        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), None) => {
-            Some(Tensor::from_primitive::<AutodiffFlex>(tracked::<2>(
-                op,
-                bounds,
-                [x, w],
-                None,
-            )))
-        }
-        (OnFlex::Autodiff(x), OnFlex::Autodiff(w), Some(OnFlex::Autodiff(b))) => Some(
-            Tensor::from_primitive::<AutodiffFlex>(tracked::<3>(op, bounds, [x, w], Some(b))),
-        ),
-        _ => None,
-    }
-}
-
-/// The geometry of a depthwise convolution of `[batch, c_in, h, w]` by `[c_out, 1, kh, kw]`
-/// with `groups == c_in > 1`, or `None` (`conv2d`'s geometry, for this case).
-fn depthwise_geometry(
-    input: [usize; 4],
-    weight: [usize; 4],
-    options: ConvOptions,
-) -> Option<Geometry> {
-    Geometry::new(input, weight, options).filter(Geometry::depthwise)
-}
-
-/// What the fused backward step needs: the op, its bounds, the contiguous input and weight,
-/// and the clamped output (for the mask; the graph holds a reference, not a copy).
-#[derive(Clone, Debug)]
-struct ClampState {
-    op: Depthwise,
-    bounds: Bounds,
-    input: FlexTensor,
-    weight: FlexTensor,
-    output: FlexTensor,
-}
-
-/// The backward step of [`depthwise_conv2d_clamp`] with `N` parents: input, weight and, when
-/// `N == 3`, bias.
-#[derive(Debug)]
-struct ClampBackward<const N: usize>;
-
-impl<const N: usize> Backward<Flex, N> for ClampBackward<N> {
-    type State = ClampState;
-
-    fn backward(self, ops: Ops<ClampState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
-        let state = ops.state;
-        let wanted = Wanted {
-            input: ops.parents[0].is_some(),
-            weight: ops.parents[1].is_some(),
-            bias: N == 3 && ops.parents[2].is_some(),
-        };
-        let computed = state.op.run_backward(
-            values(&state.input),
-            values(&state.weight),
-            values(&grad),
-            Some((values(&state.output), state.bounds)),
-            wanted,
-        );
-        for (parent, grad) in ops.parents.into_iter().zip(computed) {
-            if let (Some(parent), Some(grad)) = (parent, grad) {
-                grads.register::<Flex>(parent.id, grad);
-            }
-        }
-    }
-}
-
-/// The fused forward step on autodiff tensors, recording [`ClampBackward`] when any parent is
-/// tracked.
-fn tracked<const N: usize>(
-    op: Depthwise,
-    bounds: Bounds,
-    [x, w]: [FloatTensor<AutodiffFlex>; 2],
-    bias: Option<FloatTensor<AutodiffFlex>>,
-) -> FloatTensor<AutodiffFlex> {
-    let mut nodes = vec![x.node(), w.node()];
-    nodes.extend(bias.as_ref().map(|b| b.node()));
-    let nodes: [_; N] = nodes.try_into().expect("a node per parent");
-    let input = contiguous(x.primitive());
-    let weight = contiguous(w.primitive());
-    let bias = bias.map(|b| contiguous(b.primitive()));
-    let bias_values = bias.as_ref().map(values);
-    let output = op.run_forward(values(&input), values(&weight), bias_values, Some(bounds));
-    match ClampBackward::<N>
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = ClampState {
-                op,
-                bounds,
-                input,
-                weight,
-                output: output.clone(),
-            };
-            prep.finish(state, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::conv::ConvOptions;
@@ -948,9 +803,7 @@ mod tests {
         let b = bias.then_some(b);
         let ours = match clamp {
             None => crate::conv2d(&x, &w, b.as_ref(), options),
-            Some((min, max)) => {
-                super::depthwise_conv2d_clamp(&x, &w, b.as_ref(), options, min, max)
-            }
+            Some((min, max)) => crate::conv2d_clamp(&x, &w, b.as_ref(), options, min, max),
         };
         let ours = ours.expect("the kernel applies");
         let upstream = Tensor::<4>::random(ours.dims(), normal, &device);
@@ -1006,7 +859,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_relu6_matches_burn_on_plain_tensors_and_declines_the_rest() {
+    fn fused_relu6_matches_burn_on_plain_tensors() {
         let device = Device::flex();
         device.seed(3);
         let x = Tensor::<4>::random([2, 4, 9, 9], Distribution::Normal(0.0, 3.0), &device);
@@ -1018,48 +871,10 @@ mod tests {
             padding: [[1, 1], [1, 1]],
             groups: 4,
         };
-        let ours = super::depthwise_conv2d_clamp(&x, &w, Some(&b), options, 0.0, 6.0).unwrap();
+        let ours = crate::conv2d_clamp(&x, &w, Some(&b), options, 0.0, 6.0).unwrap();
         let burn_options = BurnOptions::new([2, 2], [1, 1], [1, 1], 4);
         let theirs = conv2d(x.clone(), w.clone(), Some(b.clone()), burn_options).clamp(0.0, 6.0);
         assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
-        let fused = |w: &Tensor<4>, options, [min, max]: [f32; 2]| {
-            super::depthwise_conv2d_clamp(&x, w, None, options, min, max)
-        };
-        // Bounds that are NaN, equal or reversed.
-        assert!(fused(&w, options, [f32::NAN, 6.0]).is_none());
-        assert!(fused(&w, options, [1.0, 1.0]).is_none());
-        assert!(fused(&w, options, [6.0, 0.0]).is_none());
-        // Not depthwise: grouped with two channels per group, or a plain convolution.
-        let grouped = Tensor::<4>::random([4, 2, 3, 3], Distribution::Default, &device);
-        assert!(
-            fused(
-                &grouped,
-                ConvOptions {
-                    groups: 2,
-                    ..options
-                },
-                [0.0, 6.0]
-            )
-            .is_none()
-        );
-        let plain = Tensor::<4>::random([4, 4, 3, 3], Distribution::Default, &device);
-        assert!(
-            fused(
-                &plain,
-                ConvOptions {
-                    groups: 1,
-                    ..options
-                },
-                [0.0, 6.0]
-            )
-            .is_none()
-        );
-        // A bias of the wrong length, a kernel larger than the padded input.
-        let short = Tensor::<1>::zeros([3], &device);
-        let ours = super::depthwise_conv2d_clamp(&x, &w, Some(&short), options, 0.0, 6.0);
-        assert!(ours.is_none());
-        let large = Tensor::<4>::zeros([8, 1, 13, 13], &device);
-        assert!(fused(&large, options, [0.0, 6.0]).is_none());
     }
 
     proptest! {

@@ -71,13 +71,65 @@ pub(crate) fn matmul_into<'a>(
     }
 }
 
+/// [`matmul`] into a block of a larger row-major matrix: `dst` row `i` starts at
+/// `i * dst_stride` (`dst_stride >= n`), so a product can be computed in column blocks.
+pub(crate) fn matmul_strided(
+    dst: &mut [f32],
+    dst_stride: usize,
+    accumulate: bool,
+    lhs: Operand,
+    rhs: Operand,
+    dims: [usize; 3],
+) {
+    let [m, n, _] = dims;
+    assert!(dst_stride >= n && dst.len() >= (m - 1) * dst_stride + n);
+    // SAFETY: the assert keeps the `m` rows of `n` values `dst_stride` apart inside `dst`, which
+    // holds initialised values and is borrowed mutably, so it cannot alias `lhs` or `rhs`.
+    unsafe { gemm_strided(dst.as_mut_ptr(), dst_stride, accumulate, lhs, rhs, dims) }
+}
+
+/// [`matmul_strided`] into uninitialised memory, then `then(i, row)` on each of the `m` rows of
+/// `n` values it wrote (a bias or a clamp applied while the block is still in cache).
+pub(crate) fn matmul_into_then(
+    dst: &mut [MaybeUninit<f32>],
+    dst_stride: usize,
+    lhs: Operand,
+    rhs: Operand,
+    dims: [usize; 3],
+    mut then: impl FnMut(usize, &mut [f32]),
+) {
+    let [m, n, _] = dims;
+    assert!(dst_stride >= n && dst.len() >= (m - 1) * dst_stride + n);
+    // SAFETY: gemm writes the `m` rows of `n` values `dst_stride` apart (inside `dst` by the
+    // assert) without reading them (`read_dst` false); `dst` is borrowed mutably, so it cannot
+    // alias `lhs` or `rhs`.
+    unsafe { gemm_strided(dst.as_mut_ptr().cast(), dst_stride, false, lhs, rhs, dims) };
+    for i in 0..m {
+        let row = &mut dst[i * dst_stride..][..n];
+        // SAFETY: gemm initialised every value of each of these rows above.
+        let row = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        then(i, row);
+    }
+}
+
 /// gemm on the calling thread, `dst` row-major `[m, n]`.
 ///
 /// # Safety
 /// `dst` must be valid for `m * n` writes (and reads, initialised, when `accumulate`) and must not
 /// overlap `lhs` or `rhs`.
-unsafe fn gemm_into(
+unsafe fn gemm_into(dst: *mut f32, accumulate: bool, lhs: Operand, rhs: Operand, dims: [usize; 3]) {
+    // SAFETY: the caller's guarantees, with rows `n` apart.
+    unsafe { gemm_strided(dst, dims[1], accumulate, lhs, rhs, dims) }
+}
+
+/// gemm on the calling thread, `dst` `[m, n]` with rows `dst_stride` apart.
+///
+/// # Safety
+/// `dst` must be valid for writes (and reads, initialised, when `accumulate`) of the `m` rows of
+/// `n` values `dst_stride` apart, and must not overlap `lhs` or `rhs`.
+unsafe fn gemm_strided(
     dst: *mut f32,
+    dst_stride: usize,
     accumulate: bool,
     lhs: Operand,
     rhs: Operand,
@@ -97,7 +149,7 @@ unsafe fn gemm_into(
             k,
             dst,
             1,
-            n as isize,
+            dst_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,

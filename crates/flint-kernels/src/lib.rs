@@ -32,6 +32,7 @@
 //! | [`max_pool2d`] | `max_pool2d` with stride = kernel, no padding | windows over 256 elements |
 //! | [`batch_norm_train`] | `burn::tensor::module::batch_norm_train` | rank below 2, mismatched gamma/beta |
 //! | [`clamp`] (ReLU6: `clamp(x, 0, 6)`) | `Tensor::clamp` | NaN bounds, `min > max` |
+//! | [`conv2d_clamp`] (a convolution fused with ReLU6 or ReLU) | `conv2d` then `Tensor::clamp` | as `conv2d`; NaN bounds, `min >= max` |
 //!
 //! [`profile`] counts each kernel's calls, wall time and floating-point operations per kind of
 //! layer and pass, when turned on (`profile::enable(true)`), to see where a training step's
@@ -85,8 +86,7 @@ mod test_util;
 mod weighted;
 
 pub use batch_norm::batch_norm_train;
-pub use conv::{ConvOptions, conv2d};
-pub use depthwise::depthwise_conv2d_clamp;
+pub use conv::{ConvOptions, conv2d, conv2d_clamp};
 pub use linear::linear;
 pub use max_pool::max_pool2d;
 

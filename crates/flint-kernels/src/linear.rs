@@ -111,6 +111,7 @@ impl WeightedOp for Sizes {
         &self,
         x: &[f32],
         w: &[f32],
+        _output: Option<&[f32]>,
         grad: &[f32],
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {

@@ -10,7 +10,8 @@
 //! definition (a convolution's zero padding included, as PyTorch's and the papers' counts do),
 //! the same count for the forward step, the input gradient and the weight gradient. Bias adds,
 //! batch norm, clamping and pooling count no operations (their cost is memory traffic): their
-//! rows show calls and time only.
+//! rows show calls and time only. A clamp fused into a convolution ([`crate::conv2d_clamp`])
+//! is not a clamp call of its own: its time counts under the convolution's kinds.
 //!
 //! While profiling is on, a convolution's or linear layer's backward step runs as two calls,
 //! the weight and bias gradients then the input gradient, so that each is timed alone (each
@@ -479,15 +480,20 @@ impl<Op: WeightedOp> WeightedOp for Profiled<Op> {
         self.op.forward(input, weight, bias)
     }
 
+    fn reads_output(&self) -> bool {
+        self.op.reads_output()
+    }
+
     fn backward(
         &self,
         input: &[f32],
         weight: &[f32],
+        output: Option<&[f32]>,
         grad: &[f32],
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {
         if !is_enabled() {
-            return self.op.backward(input, weight, grad, wanted);
+            return self.op.backward(input, weight, output, grad, wanted);
         }
         let flops = 2 * self.multiply_adds;
         let [_, weight_grad, bias_grad] = if wanted.weight || wanted.bias {
@@ -496,7 +502,7 @@ impl<Op: WeightedOp> WeightedOp for Profiled<Op> {
                 input: false,
                 ..wanted
             };
-            self.op.backward(input, weight, grad, params)
+            self.op.backward(input, weight, output, grad, params)
         } else {
             [None, None, None]
         };
@@ -507,7 +513,7 @@ impl<Op: WeightedOp> WeightedOp for Profiled<Op> {
                 weight: false,
                 bias: false,
             };
-            let [input_grad, ..] = self.op.backward(input, weight, grad, only_input);
+            let [input_grad, ..] = self.op.backward(input, weight, output, grad, only_input);
             input_grad
         } else {
             None

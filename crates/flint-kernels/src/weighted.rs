@@ -21,11 +21,19 @@ pub(crate) trait WeightedOp: Clone + Copy + Debug + Send + Sync + 'static {
     /// The output for `input` and `weight`, plus `bias` where given.
     fn forward(&self, input: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor;
 
-    /// The gradients of the input, weight and bias (those `wanted`) from the output's gradient.
+    /// Whether backward reads the op's own output (a fused clamp's gradient mask): the graph
+    /// then keeps a reference to it (the next layer keeps it anyway: no copy is made).
+    fn reads_output(&self) -> bool {
+        false
+    }
+
+    /// The gradients of the input, weight and bias (those `wanted`) from the output's gradient;
+    /// `output` is the forward step's output where [`WeightedOp::reads_output`].
     fn backward(
         &self,
         input: &[f32],
         weight: &[f32],
+        output: Option<&[f32]>,
         grad: &[f32],
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3];
@@ -68,12 +76,14 @@ pub(crate) fn apply<Op: WeightedOp, const D: usize, const W: usize>(
     }
 }
 
-/// What backward needs: the op, and the contiguous input and weight.
+/// What backward needs: the op, the contiguous input and weight, and the output where the op
+/// reads it.
 #[derive(Clone, Debug)]
 struct State<Op> {
     op: Op,
     input: FlexTensor,
     weight: FlexTensor,
+    output: Option<FlexTensor>,
 }
 
 /// The backward step of an op with `N` parents: input, weight and, when `N == 3`, bias.
@@ -94,6 +104,7 @@ impl<Op: WeightedOp, const N: usize> Backward<Flex, N> for WeightedBackward<Op, 
         let computed = state.op.backward(
             values(&state.input),
             values(&state.weight),
+            state.output.as_ref().map(values),
             values(&grad),
             wanted,
         );
@@ -124,7 +135,16 @@ fn tracked<Op: WeightedOp, const N: usize>(
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(State { op, input, weight }, output),
+        OpsKind::Tracked(prep) => {
+            let kept = op.reads_output().then(|| output.clone());
+            let state = State {
+                op,
+                input,
+                weight,
+                output: kept,
+            };
+            prep.finish(state, output)
+        }
         OpsKind::UnTracked(prep) => prep.finish(output),
     }
 }
