@@ -10,6 +10,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::hint::select_unpredictable;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use super::profile::{self, KernelKind};
@@ -178,7 +179,10 @@ fn window_max(window: [f32; 4]) -> (f32, u8) {
 }
 
 /// The gradient of the pooling's input: each output gradient at its window's maximum, zero
-/// elsewhere (windows do not overlap, so every input gets at most one).
+/// elsewhere (windows do not overlap, so every input gets at most one). Each task writes its
+/// planes whole, zeros included, so there is no serial zero-filling pass over the whole
+/// gradient first (a memset of the full input size on the calling thread, while the other
+/// threads waited).
 fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
     let _span = profile::span(KernelKind::MaxPoolBackward, 0);
     let grad = contiguous(grad);
@@ -187,39 +191,58 @@ fn unpool(grad: &FlexTensor, argmax: &Argmax) -> FlexTensor {
     let [kh, kw] = argmax.kernel;
     let (out_h, out_w) = (height / kh, width / kw);
     let plane_out = out_h * out_w;
-    let mut input_grad = vec![0.0f32; n * c * height * width];
     // Offset of each window position from the window's corner (no division per element).
     let offsets: Vec<usize> = (0..kh * kw).map(|at| (at / kw) * width + at % kw).collect();
     let per_task = rows_per_task(height * width, 1 << 15);
-    input_grad
-        .par_chunks_mut(height * width)
-        .enumerate()
-        .with_min_len(per_task)
-        .for_each(|(plane, dst)| {
-            let grad = &grad[plane * plane_out..(plane + 1) * plane_out];
-            let positions = &argmax.positions[plane * plane_out..(plane + 1) * plane_out];
-            for oy in 0..out_h {
-                let grad = &grad[oy * out_w..][..out_w];
-                let positions = &positions[oy * out_w..][..out_w];
-                if [kh, kw] == [2, 2] {
-                    // Every element of each window written in order, zero or the gradient,
-                    // rather than one scattered store per window.
-                    let (top, bottom) = dst[2 * oy * width..].split_at_mut(width);
-                    let pairs = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
-                    for ((t, b), (&g, &at)) in pairs.zip(grad.iter().zip(positions)) {
-                        let at_or_zero = |here: u8| {
-                            f32::from_bits(select_unpredictable(at == here, g.to_bits(), 0))
-                        };
-                        (t[0], t[1], b[0], b[1]) =
-                            (at_or_zero(0), at_or_zero(1), at_or_zero(2), at_or_zero(3));
+    let zero = |values: &mut [MaybeUninit<f32>]| values.iter_mut().for_each(|v| _ = v.write(0.0));
+    // SAFETY: each task writes every element of its planes: in the 2x2 case each window's four
+    // elements, then the columns and rows no window covers; otherwise zeros, then the maxima.
+    let input_grad = unsafe {
+        written(n * c * height * width, |input_grad| {
+            input_grad
+                .par_chunks_mut(height * width)
+                .enumerate()
+                .with_min_len(per_task)
+                .for_each(|(plane, dst)| {
+                    let grad = &grad[plane * plane_out..(plane + 1) * plane_out];
+                    let positions = &argmax.positions[plane * plane_out..(plane + 1) * plane_out];
+                    if [kh, kw] != [2, 2] {
+                        zero(dst);
                     }
-                } else {
-                    for (ox, (&g, &at)) in grad.iter().zip(positions).enumerate() {
-                        dst[oy * kh * width + ox * kw + offsets[at as usize]] = g;
+                    for oy in 0..out_h {
+                        let grad = &grad[oy * out_w..][..out_w];
+                        let positions = &positions[oy * out_w..][..out_w];
+                        if [kh, kw] == [2, 2] {
+                            // Every element of each window written in order, zero or the
+                            // gradient, rather than one scattered store per window.
+                            let (top, bottom) = dst[2 * oy * width..].split_at_mut(width);
+                            let bottom = &mut bottom[..width];
+                            let pairs = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+                            for ((t, b), (&g, &at)) in pairs.zip(grad.iter().zip(positions)) {
+                                let at_or_zero = |here: u8| {
+                                    f32::from_bits(select_unpredictable(at == here, g.to_bits(), 0))
+                                };
+                                t[0].write(at_or_zero(0));
+                                t[1].write(at_or_zero(1));
+                                b[0].write(at_or_zero(2));
+                                b[1].write(at_or_zero(3));
+                            }
+                            // An odd width's last column.
+                            zero(&mut top[2 * out_w..]);
+                            zero(&mut bottom[2 * out_w..]);
+                        } else {
+                            for (ox, (&g, &at)) in grad.iter().zip(positions).enumerate() {
+                                dst[oy * kh * width + ox * kw + offsets[at as usize]].write(g);
+                            }
+                        }
                     }
-                }
-            }
-        });
+                    if [kh, kw] == [2, 2] {
+                        // An odd height's last row.
+                        zero(&mut dst[2 * out_h * width..]);
+                    }
+                })
+        })
+    };
     flex_tensor(input_grad, &[n, c, height, width])
 }
 
