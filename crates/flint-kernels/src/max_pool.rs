@@ -251,7 +251,7 @@ mod tests {
     use crate::test_util::values;
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
-    use burn::tensor::{Device, Distribution, Tensor};
+    use burn::tensor::{Device, Distribution, Tensor, TensorData};
     use proptest::prelude::*;
 
     /// Output and input gradient of flint's pooling and of burn's on the same input.
@@ -359,6 +359,48 @@ mod tests {
         assert_eq!(flint.1[17], 2.0);
     }
 
+    /// Output (NaNs compared as NaN) and input gradient of flint's pooling and of burn's on
+    /// `data`, with gradient weights 1, 2, 3, ... on the output.
+    fn both_on(data: Vec<f32>, dims: [usize; 4], kernel: [usize; 2]) -> [(Vec<u32>, Vec<f32>); 2] {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::from_data(TensorData::new(data, dims), &device).require_grad();
+        let [n, c, h, w] = dims;
+        let pooled = [n, c, h / kernel[0], w / kernel[1]];
+        let count = pooled.iter().product::<usize>();
+        let weights: Vec<f32> = (1..=count).map(|v| v as f32).collect();
+        let weights = Tensor::<4>::from_data(TensorData::new(weights, pooled), &device);
+        let run = |flint: bool| {
+            let output = if flint {
+                super::max_pool2d(&x, kernel).expect("flex takes the host path")
+            } else {
+                max_pool2d(x.clone(), MaxPoolOptions::new(kernel))
+            };
+            let grads = (output.clone() * weights.clone()).sum().backward();
+            let bits = values(output)
+                .iter()
+                .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+                .collect();
+            (bits, values(x.grad(&grads).unwrap()))
+        };
+        [run(true), run(false)]
+    }
+
+    /// 2x2 windows: ties everywhere (values from a set of five, zeros of both signs included)
+    /// must pick the same first maximum as burn, in planes with and without a NaN.
+    #[test]
+    fn ties_in_2x2_windows_pick_the_same_position_as_burn() {
+        let levels = [-1.0f32, -0.0, 0.0, 0.5, 1.0];
+        let dims = [2, 3, 6, 8];
+        let len = dims.iter().product::<usize>();
+        let mut data: Vec<f32> = (0..len).map(|i| levels[(i * 7 + i / 5) % 5]).collect();
+        let [flint, burn] = both_on(data.clone(), dims, [2, 2]);
+        assert_eq!(flint, burn);
+        // One NaN in the second plane only.
+        data[48 + 9] = f32::NAN;
+        let [flint, burn] = both_on(data, dims, [2, 2]);
+        assert_eq!(flint, burn);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
@@ -370,6 +412,26 @@ mod tests {
                 both([batch, channels, height, width], [kh, kw], seed);
             prop_assert_eq!(out, burn_out);
             prop_assert_eq!(grad, burn_grad);
+        }
+
+        /// Inputs with many ties (values from a set of five, zeros of both signs) and now and
+        /// then a NaN, on every path: 2x2 with even and odd widths and other windows.
+        #[test]
+        fn matches_burn_with_ties_and_nans(
+            batch in 1usize..3, channels in 1usize..4, height in 2usize..10, width in 2usize..12,
+            kh in 1usize..4, kw in 1usize..4, picks in proptest::collection::vec(0usize..5, 500),
+            nan_at in proptest::option::of(0usize..500),
+        ) {
+            let levels = [-1.0f32, -0.0, 0.0, 0.5, 1.0];
+            let dims = [batch, channels, height, width];
+            let len = dims.iter().product::<usize>();
+            let mut data: Vec<f32> = (0..len).map(|i| levels[picks[i % picks.len()]]).collect();
+            if let Some(at) = nan_at.filter(|&at| at < len) {
+                data[at] = f32::NAN;
+            }
+            let kernel = [kh.min(height), kw.min(width)];
+            let [flint, burn] = both_on(data, dims, kernel);
+            prop_assert_eq!(flint, burn);
         }
     }
 }
