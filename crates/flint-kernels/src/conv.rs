@@ -334,13 +334,14 @@ fn fold(g: &Geometry, cols: &[f32], image: &mut [f32]) {
 }
 
 /// Bytes of one column block of a fused epilogue: the block's output (or output gradient) rows
-/// and unfolded input rows, a quarter of this machine's 1 MiB L2 cache per core, leaving room
-/// for gemm's packed panels. A block is clamped (or masked) right after gemm writes it (or
-/// before gemm reads it), while it is still in L2.
-const BLOCK_BYTES: usize = 1 << 18;
+/// and unfolded input rows, three quarters of the 1 MiB L2 cache per core of the machines flint
+/// is measured on (AMD EPYC). A block is clamped (or masked) right after gemm writes it (or
+/// before gemm reads it), while it is still in L2. Smaller blocks cost more: each gemm call
+/// packs the weight again, and the weight gradient's products get shorter.
+const BLOCK_BYTES: usize = 3 << 18;
 
 /// Columns of a block at least: below this, gemm's per-call overhead shows.
-const MIN_BLOCK: usize = 64;
+const MIN_BLOCK: usize = 128;
 
 /// A convolution computed by matrix products (any groups but depthwise), its output clamped to
 /// the bounds where given (a fused ReLU6 or ReLU).
@@ -903,12 +904,12 @@ mod tests {
         let same = [[1, 1], [1, 1]];
         for case in [
             Case::new(
-                [3, 64, 30, 30],
-                [64, 64, 1, 1],
+                [3, 64, 41, 41],
+                [128, 64, 1, 1],
                 options(1, 1, [[0, 0], [0, 0]]),
             ),
-            Case::new([3, 16, 25, 25], [32, 16, 3, 3], options(1, 1, same)),
-            Case::new([2, 16, 25, 25], [32, 8, 3, 3], grouped(2, 1, 1, same)),
+            Case::new([3, 16, 39, 39], [32, 16, 3, 3], options(1, 1, same)),
+            Case::new([2, 16, 39, 39], [32, 8, 3, 3], grouped(2, 1, 1, same)),
         ] {
             let conv = super::Conv {
                 g: super::Geometry::new(case.input, case.weight, case.options).unwrap(),

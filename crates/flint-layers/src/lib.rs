@@ -87,7 +87,7 @@ pub mod visit;
 pub use alpha_dropout::{AlphaDropout, AlphaDropoutConfig, SELU_ALPHA_PRIME};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use clamp::{clamp, relu6};
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_clamp};
 /// burn's element-wise dropout is already the inverted dropout PyTorch users expect.
 pub use drop_block::{DropBlock2d, DropBlock2dConfig, LinearSchedule};
 pub use drop_connect::{DropConnect, DropConnectConfig};

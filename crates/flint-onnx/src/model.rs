@@ -118,6 +118,9 @@ pub struct OnnxModel {
     dropouts: Vec<DropoutSlot>,
     graph: Arc<Graph>,
     param_index: Arc<HashMap<String, usize>>,
+    /// Whether a `Conv` followed by its only reader, a `Relu` or a `Clip` with constant bounds,
+    /// runs as one fused step (see [`OnnxModel::with_fusion`]).
+    fuse: bool,
 }
 
 /// What [`OnnxModel::inspect`] reports.
@@ -398,7 +401,21 @@ impl OnnxModel {
                 opset,
             }),
             param_index: Arc::new(param_index),
+            fuse: true,
         })
+    }
+
+    /// Turns the fusion of each `Conv` with the activation after it on (the default) or off.
+    ///
+    /// A `Conv` whose output is read only by the next node, a `Relu` or a `Clip` with constant
+    /// bounds (ReLU6), runs with it as one step ([`flint_layers::conv2d_clamp`]): the
+    /// activation costs no pass of its own over the tensor, and the convolution's output before
+    /// the activation is never stored. Values are the same; gradients too, except where the
+    /// convolution's output equals a `Clip` bound exactly (there the fused step passes no
+    /// gradient, burn's clamp does; for `Relu` both pass none). Off, every node runs on its own,
+    /// as the file lists them.
+    pub fn with_fusion(self, fuse: bool) -> Self {
+        Self { fuse, ..self }
     }
 
     pub(crate) fn batch_norm(&self, node: &str) -> &BatchNorm {
@@ -458,7 +475,13 @@ impl OnnxModel {
         };
         let mut values: HashMap<&str, OnnxValue> =
             g.inputs.iter().map(String::as_str).zip(inputs).collect();
+        // The activation node computed with the Conv before it (see `ops::fused_activation`).
+        let mut fused = None;
         for (i, node) in g.nodes.iter().enumerate() {
+            if fused == Some(i) {
+                // Its only input, the Conv's output, was never stored.
+                continue;
+            }
             // Values read for the last time are moved into the node, not cloned: a tensor with
             // one owner can be updated in place by the backend, and it is freed as soon as the
             // node is done with it.
@@ -504,8 +527,19 @@ impl OnnxModel {
                 inputs: args,
                 device: &device,
             };
-            let outs = ops::eval(&ctx)?;
-            for (name, v) in node.outputs.iter().zip(outs) {
+            let activation = match g.drops.get(i + 1) {
+                Some(last_read) if self.fuse => ops::fused_activation(&g.nodes, last_read, i),
+                _ => None,
+            };
+            let (outs, names) = match activation {
+                Some((min, max)) => {
+                    fused = Some(i + 1);
+                    let out = ops::eval_conv_clamp(&ctx, min, max)?;
+                    (vec![out], &g.nodes[i + 1].outputs)
+                }
+                None => (ops::eval(&ctx)?, &node.outputs),
+            };
+            for (name, v) in names.iter().zip(outs) {
                 if !name.is_empty() {
                     values.insert(name, v);
                 }

@@ -170,7 +170,7 @@ impl OnnxModel {
             .filter(|(n, _)| used.contains(n.as_str()))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        Self::assemble(
+        let part = Self::assemble(
             params,
             bns,
             dropouts,
@@ -180,6 +180,7 @@ impl OnnxModel {
             constants,
             g.opset,
             param_index,
-        )
+        )?;
+        Ok(part.with_fusion(self.fuse))
     }
 }

@@ -197,6 +197,26 @@ fn resolve(
 }
 
 pub(crate) fn conv(ctx: &Ctx, spec: &ConvSpec) -> Result<FloatValue, OnnxError> {
+    let (module, input, rank) = conv_module(ctx, spec)?;
+    Ok(from_4d(flint_layers::conv2d(&module, input), rank))
+}
+
+/// A `Conv` followed by an activation clamping to `[min, max]` that reads only its output
+/// (`Relu`: `[0, inf]`, ReLU6: `[0, 6]`), in one step ([`flint_layers::conv2d_clamp`]).
+pub(crate) fn conv_clamp(
+    ctx: &Ctx,
+    spec: &ConvSpec,
+    min: f32,
+    max: f32,
+) -> Result<FloatValue, OnnxError> {
+    let (module, input, rank) = conv_module(ctx, spec)?;
+    let output = flint_layers::conv2d_clamp(&module, input, min, max);
+    Ok(from_4d(output, rank))
+}
+
+/// burn's module with the graph's weight and bias, the input at rank 4 and its rank in the
+/// graph.
+fn conv_module(ctx: &Ctx, spec: &ConvSpec) -> Result<(Conv2d, Tensor<4>, usize), OnnxError> {
     let x = ctx.float(0)?;
     let input = as_4d(ctx, &x)?;
     let w = ctx.float(1)?;
@@ -243,7 +263,7 @@ pub(crate) fn conv(ctx: &Ctx, spec: &ConvSpec) -> Result<FloatValue, OnnxError> 
         groups: spec.groups,
         padding: PaddingConfig2d::Explicit(top, left, bottom, right),
     };
-    Ok(from_4d(flint_layers::conv2d(&module, input), x.rank))
+    Ok((module, input, x.rank))
 }
 
 pub(crate) fn pool(ctx: &Ctx, spec: &PoolSpec, max: bool) -> Result<FloatValue, OnnxError> {

@@ -383,6 +383,53 @@ impl Ctx<'_> {
     }
 }
 
+/// Runs a `Conv` node together with the activation that reads only its output (found by
+/// [`fused_activation`]): the activation's output, computed in one step.
+pub(crate) fn eval_conv_clamp(ctx: &Ctx, min: f32, max: f32) -> Result<OnnxValue, OnnxError> {
+    match &ctx.node.op {
+        Op::Conv(spec) => Ok(OnnxValue::Float(conv::conv_clamp(ctx, spec, min, max)?)),
+        _ => Err(OnnxError::Invalid(format!(
+            "node {:?} is not a Conv to fuse with an activation",
+            ctx.node.name
+        ))),
+    }
+}
+
+/// The clamping bounds of the activation that runs fused with the `Conv` node `nodes[i]`, if
+/// any: the next node, a `Relu` (`[0, inf]`) or a `Clip` whose bounds are constant (a missing
+/// one is infinite), whose only input is the Conv's output and which is that output's only
+/// reader (`last_read` lists the values node `i + 1` reads for the last time; graph outputs are
+/// never listed). The fused step gives the activation's output and the Conv's output is never
+/// stored, so nothing else may need it.
+pub(crate) fn fused_activation(
+    nodes: &[Node],
+    last_read: &[String],
+    i: usize,
+) -> Option<(f32, f32)> {
+    let (conv, next) = (&nodes[i], nodes.get(i + 1)?);
+    let Op::Conv(_) = conv.op else { return None };
+    let bounds = match next.op {
+        Op::Unary(Unary::Relu) => (0.0, f32::INFINITY),
+        Op::Clip {
+            min: None,
+            max: None,
+        } => return None,
+        Op::Clip { min, max } => (
+            min.unwrap_or(f32::NEG_INFINITY),
+            max.unwrap_or(f32::INFINITY),
+        ),
+        _ => return None,
+    };
+    let [output] = conv.outputs.as_slice() else {
+        return None;
+    };
+    // A Clip's bounds read from tensors at run time stay inputs (constant ones became settings).
+    let (first, rest) = next.inputs.split_first()?;
+    let only_reader =
+        first == output && rest.iter().all(String::is_empty) && last_read.contains(output);
+    only_reader.then_some(bounds)
+}
+
 /// Runs one node.
 pub(crate) fn eval(ctx: &Ctx) -> Result<Vec<OnnxValue>, OnnxError> {
     let one = |v: FloatValue| Ok(vec![OnnxValue::Float(v)]);
