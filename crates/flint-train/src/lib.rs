@@ -118,6 +118,7 @@
 //! `test accuracy: <fraction>` as the last line). The loop ([`engine`]) is a few hundred lines over burn's own
 //! optimisers (`ModuleOptimizer`), loss and data loaders, so nothing numerical is re-invented.
 
+pub mod adam;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;

@@ -3,9 +3,10 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::Tensor;
 
+use crate::adam::FusedAdam;
 use crate::config::{OptimizerConfig, OptimizerKind};
 
 /// Builds the optimiser, with PyTorch's semantics for each option (SGD dampening 0, Adam's
@@ -23,12 +24,13 @@ pub fn build_optimizer(config: &OptimizerConfig) -> ModuleOptimizer {
             }))
             .with_weight_decay(decay)
             .init(),
-        OptimizerKind::Adam => AdamConfig::new()
-            .with_beta_1(config.beta1 as f32)
-            .with_beta_2(config.beta2 as f32)
-            .with_epsilon(config.eps as f32)
-            .with_weight_decay(decay)
-            .init(),
+        // burn's Adam arithmetic in one parallel pass per parameter (see `FusedAdam`).
+        OptimizerKind::Adam => ModuleOptimizer::from(FusedAdam::new(
+            config.beta1 as f32,
+            config.beta2 as f32,
+            config.eps as f32,
+            decay.map(|d| d.penalty),
+        )),
         OptimizerKind::AdamW => AdamWConfig::new()
             .with_beta_1(config.beta1 as f32)
             .with_beta_2(config.beta2 as f32)
