@@ -467,3 +467,64 @@ pub(crate) fn eval(ctx: &Ctx) -> Result<Vec<OnnxValue>, OnnxError> {
         _ => shape::eval(ctx),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::conv::{ConvSpec, Padding};
+    use super::{Node, Op, Unary, fused_activation};
+
+    fn node(op: Op, inputs: &[&str], outputs: &[&str]) -> Node {
+        Node {
+            name: outputs[0].into(),
+            op_type: String::new(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            op,
+        }
+    }
+
+    fn conv(output: &str) -> Node {
+        let spec = ConvSpec {
+            strides: [1, 1],
+            dilations: [1, 1],
+            groups: 1,
+            padding: Padding::Explicit([0; 4]),
+        };
+        node(Op::Conv(spec), &["x", "w"], &[output])
+    }
+
+    fn clip(min: Option<f32>, max: Option<f32>, inputs: &[&str]) -> Node {
+        node(Op::Clip { min, max }, inputs, &["y"])
+    }
+
+    /// A Conv fuses with the next node where that is a Relu or a Clip with constant bounds and
+    /// the Conv's output's only reader; never otherwise.
+    #[test]
+    fn finds_the_activations_to_fuse() {
+        let last = ["c".to_string()];
+        let fused = |next: Node, last: &[String]| fused_activation(&[conv("c"), next], last, 0);
+        let relu = || node(Op::Unary(Unary::Relu), &["c"], &["y"]);
+        assert_eq!(fused(relu(), &last), Some((0.0, f32::INFINITY)));
+        let relu6 = clip(Some(0.0), Some(6.0), &["c", "", ""]);
+        assert_eq!(fused(relu6, &last), Some((0.0, 6.0)));
+        let lower = clip(Some(-1.0), None, &["c"]);
+        assert_eq!(fused(lower, &last), Some((-1.0, f32::INFINITY)));
+        // Not the only reader (a later node reads the Conv's output too, or it is a graph
+        // output): the Conv's output must be stored.
+        assert_eq!(fused(relu(), &[]), None);
+        // A bound read from a tensor at run time, a Clip without bounds, another op, another
+        // input.
+        assert_eq!(fused(clip(Some(0.0), None, &["c", "", "m"]), &last), None);
+        assert_eq!(fused(clip(None, None, &["c"]), &last), None);
+        let sigmoid = node(Op::Unary(Unary::Sigmoid), &["c"], &["y"]);
+        assert_eq!(fused(sigmoid, &last), None);
+        assert_eq!(
+            fused(node(Op::Unary(Unary::Relu), &["z"], &["y"]), &last),
+            None
+        );
+        // Not a Conv first; no next node.
+        let gemm = node(Op::MatMul, &["x", "w"], &["c"]);
+        assert_eq!(fused_activation(&[gemm, relu()], &last, 0), None);
+        assert_eq!(fused_activation(&[conv("c")], &last, 0), None);
+    }
+}
