@@ -374,6 +374,9 @@ mod tests {
     #[test]
     fn matches_burn_with_a_large_mean() {
         compare([8, 3, 6, 6], 100.0, 0.5, 4);
+        // Rows as long as the reference CNN's, summed in f32 lanes.
+        compare([6, 3, 16, 16], 100.0, 0.5, 5);
+        compare([6, 2, 28, 28], -3.0, 2.0, 6);
     }
 
     #[test]
