@@ -429,8 +429,10 @@ fn pointwise_relu6(c: &mut Criterion) {
         let w = (Tensor::<4>::random(weight, NORMAL, &device) * 0.3).require_grad();
         let b = Tensor::<1>::random([c_out], NORMAL, &device).require_grad();
         let upstream = Tensor::<4>::random([8, c_out, size, size], NORMAL, &device);
+        // The activation is read, not consumed (as by the next layer): the loss's product may
+        // not reuse its buffer in place, which only the unfused clamp's output would allow.
         let step = |y: Tensor<4>| {
-            let grads = (y * upstream.clone()).sum().backward();
+            let grads = (y.clone() * upstream.clone()).sum().backward();
             total(x.grad(&grads).expect("the input is tracked"))
                 + total(w.grad(&grads).expect("the weight is tracked"))
         };

@@ -15,7 +15,9 @@
 //!
 //! While profiling is on, a convolution's or linear layer's backward step runs as two calls,
 //! the weight and bias gradients then the input gradient, so that each is timed alone (each
-//! reads the output gradient once; the split costs one more pass over it).
+//! reads the output gradient once; the split costs one more pass over it). A fused
+//! convolution + clamp masks the output gradient in each of the two calls, so its backward
+//! rows read higher while profiling than its backward step costs without.
 //!
 //! Time spent in kernels that run at the same time on several threads (data-parallel training
 //! over several devices) adds up: the kernels' total can then exceed the wall time.

@@ -13,7 +13,9 @@
 //!
 //! Convolutions and fully connected layers go through flint-layers' `conv2d` and `linear`
 //! (flint's CPU kernels where they apply), `BatchNormalization` is flint's `BatchNorm` with
-//! PyTorch's running-statistic update, and `Dropout` is flint's `Dropout`.
+//! PyTorch's running-statistic update, and `Dropout` is flint's `Dropout`. A `Conv` whose only
+//! reader is the next node, a `Relu` or a `Clip` with constant bounds (ReLU6), runs with it as
+//! one step (flint-layers' `conv2d_clamp`; [`OnnxModel::with_fusion`] turns this off).
 //!
 //! A file that is not a usable ONNX network is an error that says why, never a panic:
 //!
