@@ -263,9 +263,19 @@ mod tests {
         let [n, c, h, w] = dims;
         let pooled = [n, c, h / kernel[0], w / kernel[1]];
         let weights = Tensor::<4>::random(pooled, Distribution::Default, &device);
+        pool_both(&x, &weights, kernel)
+    }
+
+    /// Output and input gradient of flint's pooling and of burn's on `x`, for the loss
+    /// `sum(output * weights)`.
+    fn pool_both(
+        x: &Tensor<4>,
+        weights: &Tensor<4>,
+        kernel: [usize; 2],
+    ) -> [(Vec<f32>, Vec<f32>); 2] {
         let run = |flint: bool| {
             let output = if flint {
-                super::max_pool2d(&x, kernel).expect("flex takes the host path")
+                super::max_pool2d(x, kernel).expect("flex takes the host path")
             } else {
                 max_pool2d(x.clone(), MaxPoolOptions::new(kernel))
             };
@@ -369,20 +379,13 @@ mod tests {
         let count = pooled.iter().product::<usize>();
         let weights: Vec<f32> = (1..=count).map(|v| v as f32).collect();
         let weights = Tensor::<4>::from_data(TensorData::new(weights, pooled), &device);
-        let run = |flint: bool| {
-            let output = if flint {
-                super::max_pool2d(&x, kernel).expect("flex takes the host path")
-            } else {
-                max_pool2d(x.clone(), MaxPoolOptions::new(kernel))
-            };
-            let grads = (output.clone() * weights.clone()).sum().backward();
-            let bits = values(output)
+        pool_both(&x, &weights, kernel).map(|(output, grad)| {
+            let bits = output
                 .iter()
                 .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
                 .collect();
-            (bits, values(x.grad(&grads).unwrap()))
-        };
-        [run(true), run(false)]
+            (bits, grad)
+        })
     }
 
     /// 2x2 windows: ties everywhere (values from a set of five, zeros of both signs included)
