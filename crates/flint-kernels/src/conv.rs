@@ -248,8 +248,9 @@ impl Geometry {
     }
 
     /// The output columns `lo..hi` whose input column for kernel column `dx` is inside the
-    /// image, and the input column of output column 0 (possibly negative).
-    pub(crate) fn columns(&self, dx: usize) -> (usize, usize, isize) {
+    /// image, and the input column of output column `lo` (0 where no column is: then the tap
+    /// sees only padding, and nothing is read).
+    pub(crate) fn columns(&self, dx: usize) -> (usize, usize, usize) {
         let [stride, dilation] = [self.options.stride[1], self.options.dilation[1]];
         let offset = (dx * dilation) as isize - self.options.padding[1][0] as isize;
         let lo = if offset >= 0 {
@@ -263,7 +264,10 @@ impl Geometry {
         } else {
             (last as usize / stride + 1).min(self.out_w)
         };
-        (lo.min(hi), hi, offset)
+        if lo >= hi {
+            return (hi, hi, 0);
+        }
+        (lo, hi, ((lo * stride) as isize + offset) as usize)
     }
 
     /// The input row of output row `oy` for kernel row `dy`, if inside the image.
@@ -287,7 +291,7 @@ fn unfold(g: &Geometry, image: &[f32], cols: &mut [f32]) {
         let plane = &image[ci * plane..][..plane];
         for dy in 0..kh {
             for dx in 0..kw {
-                let (lo, hi, offset) = g.columns(dx);
+                let (lo, hi, first) = g.columns(dx);
                 let tap = &mut cols[((ci * kh + dy) * kw + dx) * positions..][..positions];
                 for (oy, dst) in tap.chunks_exact_mut(g.out_w).enumerate() {
                     let Some(iy) = g.row(oy, dy) else {
@@ -297,12 +301,11 @@ fn unfold(g: &Geometry, image: &[f32], cols: &mut [f32]) {
                     let src = &plane[iy * g.width..][..g.width];
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
-                    let first = (lo * stride) as isize + offset;
                     if stride == 1 {
-                        dst[lo..hi].copy_from_slice(&src[first as usize..][..hi - lo]);
+                        dst[lo..hi].copy_from_slice(&src[first..][..hi - lo]);
                     } else {
                         for (i, value) in dst[lo..hi].iter_mut().enumerate() {
-                            *value = src[first as usize + i * stride];
+                            *value = src[first + i * stride];
                         }
                     }
                 }
@@ -321,12 +324,11 @@ fn fold(g: &Geometry, cols: &[f32], image: &mut [f32]) {
         let plane = &mut image[ci * plane..][..plane];
         for dy in 0..kh {
             for dx in 0..kw {
-                let (lo, hi, offset) = g.columns(dx);
+                let (lo, hi, first) = g.columns(dx);
                 let tap = &cols[((ci * kh + dy) * kw + dx) * positions..][..positions];
                 for (oy, src) in tap.chunks_exact(g.out_w).enumerate() {
                     let Some(iy) = g.row(oy, dy) else { continue };
                     let dst = &mut plane[iy * g.width..][..g.width];
-                    let first = ((lo * stride) as isize + offset) as usize;
                     if stride == 1 {
                         for (d, s) in dst[first..][..hi - lo].iter_mut().zip(&src[lo..hi]) {
                             *d += s;
@@ -755,6 +757,10 @@ mod tests {
             Case::new([2, 3, 8, 5], [4, 3, 1, 1], options(1, 1, none)),
             Case::new([2, 3, 8, 5], [4, 3, 1, 1], options(2, 1, [[1, 0], [0, 1]])),
             Case::new([2, 2, 5, 5], [3, 2, 5, 3], options(3, 1, [[2, 2], [1, 1]])),
+            // Taps that see only padding: with dilation 2 and two columns of left padding, the
+            // first kernel column of a 3-wide image reads nothing (proptest found it panicking).
+            Case::new([1, 1, 3, 3], [1, 1, 1, 3], options(1, 2, [[0, 0], [2, 0]])),
+            Case::new([1, 2, 4, 3], [2, 2, 3, 3], options(1, 2, [[2, 0], [0, 2]])),
         ] {
             assert_matches(case, 11);
         }
