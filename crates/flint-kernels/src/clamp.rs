@@ -40,7 +40,8 @@ pub fn clamp<const D: usize>(input: &Tensor<D>, min: f32, max: f32) -> Option<Te
     })
 }
 
-/// Clamping bounds, `min < max`; also used by the fused depthwise convolution + clamp.
+/// Clamping bounds, `min < max`; also those of a clamp fused into a convolution
+/// ([`crate::conv2d_clamp`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bounds {
     pub(crate) min: f32,
@@ -76,6 +77,18 @@ impl Bounds {
     /// needs an interval to tell clamped outputs from the others).
     pub(crate) fn fused(min: f32, max: f32) -> Option<Self> {
         (min < max).then_some(Self { min, max })
+    }
+
+    /// What a fused clamp's backward step masks the output gradient by: the forward step's
+    /// (clamped) output and these bounds, or `None` for an op without bounds.
+    ///
+    /// # Panics
+    /// Where the op has bounds but was not given its output (`WeightedOp::reads_output` makes
+    /// the graph keep it).
+    pub(crate) fn mask(bounds: Option<Self>, output: Option<&[f32]>) -> Option<(&[f32], Self)> {
+        let bounds = bounds?;
+        let output = output.expect("a fused clamp's backward step needs its output");
+        Some((output, bounds))
     }
 
     fn forward(self, x: &FlexTensor) -> FlexTensor {

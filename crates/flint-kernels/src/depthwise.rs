@@ -617,11 +617,7 @@ impl WeightedOp for Depthwise {
         grad: &[f32],
         wanted: Wanted,
     ) -> [Option<FlexTensor>; 3] {
-        let mask = match (output, self.1) {
-            (Some(output), Some(bounds)) => Some((output, bounds)),
-            (None, Some(_)) => panic!("a fused clamp's backward step needs its output"),
-            _ => None,
-        };
+        let mask = Bounds::mask(self.1, output);
         self.run_backward(x, weight, grad, mask, wanted)
     }
 }
