@@ -51,11 +51,22 @@ struct Sizes {
     d_out: usize,
 }
 
+/// Multiply-adds below which a run is not worth another thread: about 35 µs of gemm on this
+/// machine's cores (60 GFLOP/s), against 15-25 µs for a sleeping rayon thread to wake, find the
+/// run and spin down again (measured with `perf sched` on the reference MLP at 2 threads: the
+/// wake-up alone took 10-15 µs, then ~30 yields). At 2^18 the MLP's 256 -> 10 layer (0.33 M
+/// multiply-adds per product at batch 128) was split three times per step for about 10 µs of
+/// work each; now it stays on the calling thread, while the 784 -> 256 and 256 -> 256 products
+/// (8-26 M) still split.
+const MIN_RUN_WORK: usize = 1 << 20;
+
 /// Rows per parallel run when each row costs `row_work` multiply-adds: one run per thread, but
-/// at least 2^18 multiply-adds each (a smaller product is done before another thread wakes).
+/// at least [`MIN_RUN_WORK`] multiply-adds each (a smaller product is done before another
+/// thread wakes). More runs per thread were measured slower on the MLP at 2 threads (each run
+/// packs the weight again for gemm).
 fn rows_per_run(rows: usize, row_work: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads())
-        .max(rows_per_task(row_work, 1 << 18))
+        .max(rows_per_task(row_work, MIN_RUN_WORK))
 }
 
 /// A row-major matrix of `rows` rows of `row_len` values, each run of `per_run` rows (the last
@@ -213,6 +224,33 @@ mod tests {
         assert_matches([128, 784, 256], true, [false, true], 1);
         assert_matches([12, 5, 7], false, [true, true], 2);
         assert_matches([3, 4, 2], true, [true, false], 3);
+    }
+
+    #[test]
+    fn small_products_stay_on_one_thread_and_large_ones_split() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (small, large, weight_grad) = pool.install(|| {
+            (
+                // The reference MLP's 256 -> 10 layer at batch 128: 0.33 M multiply-adds.
+                super::rows_per_run(128, 256 * 10),
+                // Its 784 -> 256 layer: 25.7 M, one run per thread.
+                super::rows_per_run(128, 784 * 256),
+                // The weight gradient of 784 -> 256: runs of W's 784 rows over the batch.
+                super::rows_per_run(784, 128 * 256),
+            )
+        });
+        assert!(small >= 128, "the whole batch in one run, not {small} rows");
+        assert_eq!(large, 64);
+        assert_eq!(weight_grad, 392);
+        // On one thread, one run.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(one.install(|| super::rows_per_run(128, 784 * 256)), 128);
     }
 
     #[test]
