@@ -30,6 +30,7 @@
 //! | [`conv2d`] (any groups, depthwise included) | `burn::tensor::module::conv2d` | channels not divisible by groups, a kernel larger than the padded input |
 //! | [`linear`] | `burn::tensor::module::linear` (`x.matmul(w) + b`) | mismatched shapes |
 //! | [`max_pool2d`] | `max_pool2d` with stride = kernel, no padding | windows over 256 elements |
+//! | [`max_pool2d_relu`] (max pooling fused with ReLU) | `max_pool2d` then `relu` | windows over 255 elements |
 //! | [`batch_norm_train`] | `burn::tensor::module::batch_norm_train` | rank below 2, mismatched gamma/beta |
 //! | [`clamp`] (ReLU6: `clamp(x, 0, 6)`) | `Tensor::clamp` | NaN bounds, `min > max` |
 //! | [`conv2d_clamp`] (a convolution fused with ReLU6 or ReLU) | `conv2d` then `Tensor::clamp` | as `conv2d`; NaN bounds, `min >= max` |
@@ -88,7 +89,7 @@ mod weighted;
 pub use batch_norm::batch_norm_train;
 pub use conv::{ConvOptions, conv2d, conv2d_clamp};
 pub use linear::linear;
-pub use max_pool::max_pool2d;
+pub use max_pool::{max_pool2d, max_pool2d_relu};
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::flex::FlexTensor;

@@ -1,6 +1,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 
@@ -65,17 +66,43 @@ impl MaxPool2d {
     /// - input: `[batch, channels, height, width]`
     /// - output: `[batch, channels, (height - kh) / sh + 1, (width - kw) / sw + 1]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        self.check(&input);
+        if self.strides == self.kernel_size
+            && let Some(output) = flint_kernels::max_pool2d(&input, self.kernel_size)
+        {
+            return output;
+        }
+        self.burn(input)
+    }
+
+    /// Applies the pooling, then a ReLU: `relu(self.forward(input))`, the same values and
+    /// gradients, in one pass where flint's kernel applies (non-overlapping windows of f32 on
+    /// burn-flex). Pooling and ReLU commute, so a convolution block's `ReLU -> MaxPool` can call
+    /// this and apply the ReLU to the pooled quarter of the values only.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub fn forward_relu(&self, input: Tensor<4>) -> Tensor<4> {
+        self.check(&input);
+        if self.strides == self.kernel_size
+            && let Some(output) = flint_kernels::max_pool2d_relu(&input, self.kernel_size)
+        {
+            return output;
+        }
+        relu(self.burn(input))
+    }
+
+    fn check(&self, input: &Tensor<4>) {
         let [_, _, height, width] = input.dims();
         let [kh, kw] = self.kernel_size;
         assert!(
             height >= kh && width >= kw,
             "MaxPool2d: the input's spatial size {height}x{width} is smaller than the window {kh}x{kw}"
         );
-        if self.strides == self.kernel_size
-            && let Some(output) = flint_kernels::max_pool2d(&input, self.kernel_size)
-        {
-            return output;
-        }
+    }
+
+    /// burn's pooling, for what flint's kernels decline.
+    fn burn(&self, input: Tensor<4>) -> Tensor<4> {
         max_pool2d(
             input,
             MaxPoolOptions::new(self.kernel_size).with_stride(self.strides),
