@@ -166,6 +166,9 @@ fn folded_conv_equals_conv_then_batch_norm(device: &Device) {
 
 fn reference_models_fit_a_batch(device: &Device) {
     let device = device.clone().autodiff();
+    // Seeded: unseeded, about one run in fifty ended with the CNN's loss still above the bar
+    // (its first Adam steps at this rate can overshoot to a loss of 11 before it falls).
+    device.seed(3);
     for name in ["mlp", "cnn"] {
         let mut model = ModelConfig::reference(name).unwrap().init(&device);
         let images = Tensor::<4>::random([32, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
