@@ -22,14 +22,23 @@ use flint::train::{
 macro_rules! on_backends {
     ($($check:ident),* $(,)?) => {
         mod flex {
-            $( #[test] fn $check() { super::$check(&burn::tensor::Device::flex()) } )*
+            $(
+                #[test]
+                fn $check() {
+                    let _generator = super::one_at_a_time();
+                    super::$check(&burn::tensor::Device::flex())
+                }
+            )*
         }
         #[cfg(feature = "ndarray")]
         mod ndarray {
             $(
                 #[test]
                 #[allow(deprecated)] // burn-ndarray is deprecated upstream; flint keeps it selectable.
-                fn $check() { super::$check(&burn::tensor::Device::ndarray()) }
+                fn $check() {
+                    let _generator = super::one_at_a_time();
+                    super::$check(&burn::tensor::Device::ndarray())
+                }
             )*
         }
         #[cfg(feature = "wgpu")]
@@ -37,13 +46,20 @@ macro_rules! on_backends {
             $(
                 #[test]
                 fn $check() {
+                    let _generator = super::one_at_a_time();
                     super::$check(&burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
                 }
             )*
         }
         #[cfg(feature = "cuda")]
         mod cuda {
-            $( #[test] fn $check() { super::$check(&burn::tensor::Device::cuda(0)) } )*
+            $(
+                #[test]
+                fn $check() {
+                    let _generator = super::one_at_a_time();
+                    super::$check(&burn::tensor::Device::cuda(0))
+                }
+            )*
         }
     };
 }
@@ -55,6 +71,16 @@ on_backends!(
     reference_models_fit_a_batch,
     a_short_real_training_run_learns,
 );
+
+/// A backend may seed one random generator for the whole process (burn-flex does), and tests
+/// that draw at the same time take each other's numbers: a seeded check would not see its own
+/// sequence. The checks run one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()

@@ -10,6 +10,20 @@ use common::{file_or_skip, int_attr, ints_attr, model, models_dir, node, weight,
 use flint_onnx::OnnxModel;
 use flint_onnx::parity::{relative_error, values};
 use onnx_ir::{AttributeProto, AttributeType};
+use std::sync::{Mutex, MutexGuard};
+
+/// burn-flex seeds one generator for the whole process, so two tests that seed it and draw at
+/// the same time take each other's numbers; each test here holds this lock while it draws.
+static GENERATOR: Mutex<()> = Mutex::new(());
+
+/// Seeds the generator and keeps it to the caller until the guard drops.
+fn seeded(device: &Device, seed: u64) -> MutexGuard<'static, ()> {
+    let guard = GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    guard
+}
 
 fn float_attr(name: &str, v: f32) -> AttributeProto {
     let mut a = AttributeProto::new();
@@ -142,7 +156,7 @@ fn fused_graph_gives_the_unfused_logits_and_gradients() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "fusion.onnx", &model(nodes, inits));
     let device = Device::flex().autodiff();
-    device.seed(7);
+    let _generator = seeded(&device, 7);
     let model = OnnxModel::load(&path, &device).unwrap();
     let x = Tensor::<4>::random([3, 3, 13, 12], Distribution::Normal(0.0, 2.0), &device);
     assert_fusion_changes_nothing(model, x, 5);
@@ -181,7 +195,12 @@ fn fused_mobilenetv2_gives_the_unfused_logits_and_gradients() {
         return;
     };
     let device = Device::flex().autodiff();
-    device.seed(11);
+    // The comparison depends on the draws: of seeds 0-13, three (0, 3, 12) exceed the bound
+    // (relative error up to 1.2e-2 with the file's biases, 4.6e-4 with moved ones) while the
+    // logits agree bit for bit in all fourteen, which points at outputs on a Clip bound, where
+    // the two backward steps mask differently. CI once failed (2.2e-3) when the other test drew
+    // from the shared generator at the same time; the lock keeps this sequence its own.
+    let _generator = seeded(&device, 11);
     let model = OnnxModel::load(&path, &device)
         .unwrap()
         .with_training(false);
