@@ -17,14 +17,6 @@ fn data_available() -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// burn's random generator is one per process: runs that overlap in time share it, so the
-/// tests here train one at a time to keep each run reproducible.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The metrics a run must reproduce (timings excluded).
 fn learning_curve(history: &[EpochMetrics]) -> Vec<(usize, f64, f64, f64, f64, f64)> {
     history
@@ -62,7 +54,7 @@ fn small(model: &str, train: usize, epochs: usize) -> TrainConfig {
 #[test]
 fn short_cnn_run_beats_its_floor_and_writes_the_run_directory() {
     or_skip!(data_available());
-    let _serial = serial();
+    let _serial = common::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     let out = train(&small("cnn", 4000, 2), &options(&run_dir)).unwrap();
@@ -118,7 +110,7 @@ fn short_cnn_run_beats_its_floor_and_writes_the_run_directory() {
 #[test]
 fn resume_gives_exactly_the_uninterrupted_run() {
     or_skip!(data_available());
-    let _serial = serial();
+    let _serial = common::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let config = small("mlp", 3000, 3);
     let whole = train(&config, &options(&dir.path().join("whole"))).unwrap();
@@ -141,7 +133,7 @@ fn resume_gives_exactly_the_uninterrupted_run() {
 #[test]
 fn same_seed_same_metrics_other_seed_other_metrics() {
     or_skip!(data_available());
-    let _serial = serial();
+    let _serial = common::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, seed: u64| {
         let config = small("mlp", 2000, 2).with_seed(seed);
@@ -156,7 +148,7 @@ fn same_seed_same_metrics_other_seed_other_metrics() {
 #[test]
 fn corrupt_checkpoints_are_refused_with_clear_errors() {
     or_skip!(data_available());
-    let _serial = serial();
+    let _serial = common::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     let mut opts = options(&run_dir);
@@ -188,7 +180,7 @@ fn corrupt_checkpoints_are_refused_with_clear_errors() {
 #[test]
 fn a_diverging_loss_stops_the_run_naming_epoch_and_batch() {
     or_skip!(data_available());
-    let _serial = serial();
+    let _serial = common::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let config = small("mlp", 2000, 2).with_optimizer(
         OptimizerConfig::new()
@@ -215,7 +207,7 @@ fn model_and_data_mismatch_is_a_clear_error() {
         c.image_size = 32;
     }
     or_skip!(data_available());
-    let _serial = serial();
+    let _serial = common::one_at_a_time();
     let err = train(&config, &options(&dir.path().join("run"))).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -3,6 +3,17 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// burn's random generator is one per process (burn-flex seeds it globally): tests that draw
+/// at the same time take each other's numbers, and a seeded run stops being reproducible.
+/// Tests that seed or compare runs hold this guard, so they run one at a time.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static GENERATOR: Mutex<()> = Mutex::new(());
+    GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The development data folder: `$FLINT_DATA`, else `../shared/data` beside the checkout.
 pub fn shared_data() -> PathBuf {
