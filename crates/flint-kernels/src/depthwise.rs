@@ -241,13 +241,16 @@ impl Plan {
     }
 }
 
-/// Lanes of one register-held block of outputs: two AVX-512 registers.
-const WIDE: usize = 32;
-/// Lanes of the narrower block that finishes a row: one AVX-512 register.
-const NARROW: usize = 16;
+// Register blocks. Each loop is generic over its block widths, `WIDE` lanes for the bulk of a
+// row or plane and `NARROW` (one vector register) for what is left and for the weight gradient's
+// nine running sums, and compiled per instruction set with widths that fit its registers
+// ([`multiversion!`]): AVX-512 has 32 registers of 16 lanes, AVX2 16 of 8. With 16-lane sums
+// on AVX2, the weight gradient's nine taps held 18 registers of sums and spilled them to memory
+// on every step (1.4 GFLOP/s on a Zen 2 machine).
+
 /// Zeros kept after the phase planes and the spread gradient, so that a block that starts
-/// before the end of a row or plane may read its whole width.
-const SLACK: usize = WIDE;
+/// before the end of a row or plane may read its whole width: the widest block.
+const SLACK: usize = 32;
 
 /// `start + Σ_t weights[t] · src[offsets[t] + at + i]` for the `L` lanes `i`, summed in
 /// registers, taps in order.
@@ -310,10 +313,10 @@ fn sum(values: &[f32]) -> f64 {
 /// The weight and bias gradient terms of `N` taps at once, in one pass over the gradient:
 /// `sums[t] = Σ_p grad[p] · phases[offsets[t] + p]` for `p < span`, and, where `bias` is given,
 /// `Σ_p grad[p]` into it. `grad` and `phases` hold zeros (or anything finite times zero) up to
-/// [`NARROW`] values past `span` and `offsets[t] + span`. Sums run in f32 lanes over blocks of
-/// [`BLOCK`] positions, then in f64.
+/// `L` values past `span` and `offsets[t] + span`. Sums run in `L` f32 lanes per tap (one
+/// register each) over blocks of [`BLOCK`] positions, then in f64.
 #[inline(always)]
-fn tap_dots<const N: usize>(
+fn tap_dots<const N: usize, const L: usize>(
     grad: &[f32],
     phases: &[f32],
     offsets: &[usize],
@@ -325,16 +328,16 @@ fn tap_dots<const N: usize>(
     let mut totals = [0.0f64; N];
     let mut bias_total = 0.0f64;
     for block in (0..span).step_by(BLOCK) {
-        let mut lanes = [[0.0f32; NARROW]; N];
-        let mut bias_lanes = [0.0f32; NARROW];
-        for p in (block..(block + BLOCK).min(span)).step_by(NARROW) {
-            let g: &[f32; NARROW] = grad[p..][..NARROW].try_into().expect("a block");
-            for lane in 0..NARROW {
+        let mut lanes = [[0.0f32; L]; N];
+        let mut bias_lanes = [0.0f32; L];
+        for p in (block..(block + BLOCK).min(span)).step_by(L) {
+            let g: &[f32; L] = grad[p..][..L].try_into().expect("a block");
+            for lane in 0..L {
                 bias_lanes[lane] += g[lane];
             }
             for (lanes, &offset) in lanes.iter_mut().zip(offsets) {
-                let x: &[f32; NARROW] = phases[offset + p..][..NARROW].try_into().expect("a block");
-                for lane in 0..NARROW {
+                let x: &[f32; L] = phases[offset + p..][..L].try_into().expect("a block");
+                for lane in 0..L {
                     lanes[lane] += g[lane] * x[lane];
                 }
             }
@@ -371,8 +374,9 @@ impl Scratch {
     }
 }
 
-/// Defines `$name` as `$body` compiled for AVX-512 or AVX2 where the CPU has them (checked at
-/// run time), for the baseline otherwise; `$body` must be `#[inline(always)]`.
+/// Defines `$name` as `$body::<WIDE, NARROW>` compiled for AVX-512 (32 and 16 lanes) or AVX2
+/// (32 and 8) where the CPU has them (checked at run time), for the baseline otherwise (16 and 4:
+/// SSE2's and NEON's registers); `$body` must be `#[inline(always)]`.
 macro_rules! multiversion {
     ($name:ident => $body:ident ($($arg:ident: $ty:ty),* $(,)?)) => {
         #[allow(clippy::too_many_arguments)]
@@ -382,12 +386,12 @@ macro_rules! multiversion {
                 #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $body::<32, 16>($($arg),*)
                 }
                 #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $body::<32, 8>($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
@@ -402,7 +406,7 @@ macro_rules! multiversion {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $body::<16, 4>($($arg),*)
         }
     };
 }
@@ -419,10 +423,10 @@ multiversion!(forward_plane => forward_plane_body(
 
 /// The `multiplier` output planes of one input plane: `weight` and `bias` are those output
 /// channels', `out` their `[multiplier, out_h, out_w]` block. Each output row is computed in
-/// blocks of [`WIDE`] (then [`NARROW`]) columns held in registers over all the taps, and
-/// written once.
+/// blocks of `WIDE` (then `NARROW`) columns held in registers over all the taps, and written
+/// once.
 #[inline(always)]
-fn forward_plane_body(
+fn forward_plane_body<const WIDE: usize, const NARROW: usize>(
     plan: &Plan,
     scratch: &mut Scratch,
     plane: &[f32],
@@ -480,7 +484,7 @@ multiversion!(backward_plane => backward_plane_body(
 /// registers and written once (added for the second and later output channels).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_plane_body(
+fn backward_plane_body<const WIDE: usize, const NARROW: usize>(
     plan: &Plan,
     scratch: &mut Scratch,
     plane: &[f32],
@@ -542,7 +546,7 @@ fn backward_plane_body(
                     macro_rules! runs {
                         ($($n:literal)*) => {
                             match offsets.len() {
-                                $($n => tap_dots::<$n>(spread_grad, phases, offsets, span, weights, bias),)*
+                                $($n => tap_dots::<$n, NARROW>(spread_grad, phases, offsets, span, weights, bias),)*
                                 n => unreachable!("runs of one to nine taps, not {n}"),
                             }
                         };
@@ -564,7 +568,7 @@ fn backward_plane_body(
                     for (w, &t) in tap_weights.iter_mut().zip(indices) {
                         *w = weights[t];
                     }
-                    gather(spread, starts, tap_weights, out, j > 0 || run > 0);
+                    gather::<WIDE, NARROW>(spread, starts, tap_weights, out, j > 0 || run > 0);
                 }
                 if indices.is_empty() && j == 0 {
                     // No tap reads this phase (a dilation that is a multiple of the stride).
@@ -579,10 +583,26 @@ fn backward_plane_body(
 }
 
 /// `out[q] (+)= Σ_t weights[t] · spread[starts[t] + q]` for every `q` of `out`, in register
-/// blocks of [`NARROW`]; added to `out`'s values where `add`.
+/// blocks of `WIDE` (then `NARROW`); added to `out`'s values where `add`.
 #[inline(always)]
-fn gather(spread: &[f32], starts: &[usize], weights: &[f32], out: &mut [f32], add: bool) {
+fn gather<const WIDE: usize, const NARROW: usize>(
+    spread: &[f32],
+    starts: &[usize],
+    weights: &[f32],
+    out: &mut [f32],
+    add: bool,
+) {
     let mut q = 0;
+    while q + WIDE <= out.len() {
+        let start = if add {
+            out[q..q + WIDE].try_into().expect("WIDE values")
+        } else {
+            [0.0; WIDE]
+        };
+        let block = taps_block(spread, starts, weights, q, start);
+        out[q..q + WIDE].copy_from_slice(&block);
+        q += WIDE;
+    }
     while q < out.len() {
         let end = (q + NARROW).min(out.len());
         let mut start = [0.0; NARROW];
@@ -873,8 +893,102 @@ mod tests {
         assert!(relative_error(&values(ours), &values(theirs)) < 1e-5);
     }
 
+    /// One plane's forward output, input gradient and weight and bias gradient terms, through the
+    /// per-plane loops compiled with block widths `W` and `N` (the instruction set stays the
+    /// build's baseline: this checks the blocking, which the run-time dispatch picks per CPU).
+    fn plane_steps<const W: usize, const N: usize>(
+        geometry: &super::Geometry,
+        plane: &[f32],
+        weight: &[f32],
+        grad: &[f32],
+        bounds: Option<super::Bounds>,
+    ) -> [Vec<f64>; 3] {
+        use super::*;
+        let plan = Plan::new(geometry);
+        let taps = plan.taps.len();
+        let mut scratch = Scratch::new(&plan);
+        let bias: Vec<f32> = (0..plan.multiplier).map(|j| j as f32 - 0.5).collect();
+        let mut out = vec![MaybeUninit::new(f32::NAN); grad.len()];
+        forward_plane_body::<W, N>(
+            &plan,
+            &mut scratch,
+            plane,
+            weight,
+            Some(&bias),
+            bounds,
+            &mut out,
+        );
+        // SAFETY: set above (NaN where the loop wrote nothing, which the comparison would show).
+        let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
+        let mut input_grad = vec![f32::NAN; plane.len()];
+        let mut sums = vec![0.0f64; plan.multiplier * (taps + 1)];
+        let wanted = Wanted {
+            input: true,
+            weight: true,
+            bias: true,
+        };
+        let mask = bounds.map(|bounds| (&out[..], bounds));
+        backward_plane_body::<W, N>(
+            &plan,
+            &mut scratch,
+            plane,
+            grad,
+            weight,
+            Some(&mut input_grad),
+            &mut sums,
+            mask,
+            wanted,
+        );
+        let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect();
+        [wide(&out), wide(&input_grad), sums]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The block widths of each instruction set (AVX-512: 32 and 16 lanes, AVX2: 32 and 8,
+        /// baseline: 16 and 4) give the same forward values and input gradients bit for bit
+        /// (each lane sums its taps in the same order), and weight and bias gradients that differ
+        /// only by the order of their f32 partial sums.
+        #[test]
+        fn every_block_width_agrees(
+            multiplier in 1usize..3, height in 1usize..10, width in 1usize..70,
+            kh in 1usize..6, kw in 1usize..4, stride in 1usize..3, dilation in 1usize..3,
+            pads in proptest::array::uniform4(0usize..3), relu6: bool, seed in 0u64..1000,
+        ) {
+            let reach = |k: usize| dilation * (k - 1) + 1;
+            prop_assume!(height + pads[0] + pads[1] >= reach(kh));
+            prop_assume!(width + pads[2] + pads[3] >= reach(kw));
+            let options = ConvOptions {
+                stride: [stride, stride],
+                dilation: [dilation, dilation],
+                padding: [[pads[0], pads[1]], [pads[2], pads[3]]],
+                groups: 1,
+            };
+            let geometry =
+                super::Geometry::new([1, 1, height, width], [multiplier, 1, kh, kw], options)
+                    .expect("a valid geometry");
+            let device = Device::flex();
+            device.seed(seed);
+            let normal = Distribution::Normal(0.0, 2.0);
+            let random = |len: usize| values(Tensor::<1>::random([len], normal, &device));
+            let plane = random(height * width);
+            let weight = random(multiplier * kh * kw);
+            let grad = random(multiplier * geometry.out_h * geometry.out_w);
+            let bounds = relu6.then_some(super::Bounds { min: 0.0, max: 6.0 });
+            let steps = [
+                plane_steps::<32, 16>(&geometry, &plane, &weight, &grad, bounds),
+                plane_steps::<32, 8>(&geometry, &plane, &weight, &grad, bounds),
+                plane_steps::<16, 4>(&geometry, &plane, &weight, &grad, bounds),
+            ];
+            for other in &steps[1..] {
+                prop_assert!(other[0] == steps[0][0], "forward values differ");
+                prop_assert!(other[1] == steps[0][1], "input gradients differ");
+                for (a, b) in other[2].iter().zip(&steps[0][2]) {
+                    prop_assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "sums {} and {}", a, b);
+                }
+            }
+        }
+
         /// The fused convolution + clamp (ReLU6 and other bounds) against burn's convolution
         /// followed by its clamp, values and gradients.
         #[test]
