@@ -24,6 +24,7 @@ use super::clamp::Bounds;
 use super::depthwise::Depthwise;
 use super::gemm::{Operand, Wanted, matmul, matmul_into_then, matmul_strided};
 use super::profile::{self, Profiled};
+use super::simd::{multiversion, sum};
 use super::weighted::{self, WeightedOp};
 use super::{flex_tensor, written};
 
@@ -377,6 +378,38 @@ impl Conv {
     }
 }
 
+multiversion!(add_and_clamp => add_and_clamp_body [] [] [] (
+    values: &mut [f32],
+    bias: f32,
+    bounds: Option<Bounds>,
+));
+
+/// `values + bias`, clamped to `bounds` where given: the epilogue of each block gemm writes.
+#[inline(always)]
+fn add_and_clamp_body(values: &mut [f32], bias: f32, bounds: Option<Bounds>) {
+    match bounds {
+        None => values.iter_mut().for_each(|v| *v += bias),
+        Some(bounds) => values.iter_mut().for_each(|v| *v = bounds.apply(*v + bias)),
+    }
+}
+
+multiversion!(mask_gradient => mask_gradient_body [] [] [] (
+    dst: &mut [f32],
+    grad: &[f32],
+    output: &[f32],
+    bounds: Bounds,
+));
+
+/// `grad` where the clamped `output` is strictly inside `bounds`, zero elsewhere, into `dst`.
+#[inline(always)]
+fn mask_gradient_body(dst: &mut [f32], grad: &[f32], output: &[f32], bounds: Bounds) {
+    for ((d, &g), &y) in dst.iter_mut().zip(grad).zip(output) {
+        *d = if bounds.passes_output(y) { g } else { 0.0 };
+    }
+}
+
+multiversion!(row_sum => sum [] [] [] (values: &[f32]) -> f64);
+
 impl WeightedOp for Conv {
     /// The convolution of a contiguous `[batch, c_in, h, w]` input by a contiguous
     /// `[c_out, c_in, kh, kw]` weight, plus `bias` per output channel, clamped where the op has
@@ -413,13 +446,9 @@ impl WeightedOp for Conv {
                             for start in (0..positions).step_by(block) {
                                 let n = block.min(positions - start);
                                 let epilogue = |row: usize, values: &mut [f32]| {
-                                    let b = bias.map_or(0.0, |bias| bias[row]);
-                                    match (bias.is_some(), bounds) {
-                                        (false, None) => {}
-                                        (true, None) => values.iter_mut().for_each(|v| *v += b),
-                                        (_, Some(bounds)) => values
-                                            .iter_mut()
-                                            .for_each(|v| *v = bounds.apply(*v + b)),
+                                    if bias.is_some() || bounds.is_some() {
+                                        let b = bias.map_or(0.0, |bias| bias[row]);
+                                        add_and_clamp(values, b, bounds);
                                     }
                                 };
                                 matmul_into_then(
@@ -520,9 +549,7 @@ impl WeightedOp for Conv {
                                 for (c, dst) in rows.take(g.c_out).enumerate() {
                                     let at = c * positions + start;
                                     let (src, y) = (&grad[at..][..n], &output[at..][..n]);
-                                    for ((d, &g), &y) in dst.iter_mut().zip(src).zip(y) {
-                                        *d = if bounds.passes_output(y) { g } else { 0.0 };
-                                    }
+                                    mask_gradient(dst, src, y, bounds);
                                 }
                                 (&masked[..], n)
                             }
@@ -545,7 +572,7 @@ impl WeightedOp for Conv {
                             if wanted.bias {
                                 let sums = &mut bias_grad[k * group_out..][..group_out];
                                 for (r, sum) in sums.iter_mut().enumerate() {
-                                    *sum += dy[r * stride..][..n].iter().sum::<f32>() as f64;
+                                    *sum += row_sum(&dy[r * stride..][..n]);
                                 }
                             }
                             if let Some(input_grad) = input_grad.as_deref_mut() {

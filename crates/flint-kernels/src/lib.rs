@@ -74,6 +74,8 @@
 //! assert!(conv2d(&x, &w, None, ConvOptions { groups: 2, ..options }).is_none());
 //! ```
 
+mod simd;
+
 mod batch_norm;
 mod clamp;
 mod conv;
