@@ -282,10 +282,10 @@ fn clamped<const L: usize>(mut block: [f32; L], bounds: Option<Bounds>) -> [f32;
     block
 }
 
-/// Writes the first `dst.len()` (at most `L`) lanes of `block`.
+/// Writes the first `dst.len()` of `values` into `dst`.
 #[inline(always)]
-fn store<const L: usize>(dst: &mut [MaybeUninit<f32>], block: &[f32; L]) {
-    for (d, &v) in dst.iter_mut().zip(block) {
+fn store(dst: &mut [MaybeUninit<f32>], values: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(values) {
         d.write(v);
     }
 }
@@ -342,6 +342,8 @@ struct Scratch {
     grad_phases: Vec<f32>,
     /// One output gradient plane in the phase planes' row length, after [`Plan::reach`] zeros.
     spread: Vec<f32>,
+    /// One output plane in the phase planes' row length (forward).
+    rows: Vec<f32>,
 }
 
 impl Scratch {
@@ -350,6 +352,7 @@ impl Scratch {
             phases: vec![0.0; plan.phases() + SLACK],
             grad_phases: Vec::new(),
             spread: Vec::new(),
+            rows: Vec::new(),
         }
     }
 }
@@ -365,9 +368,13 @@ multiversion!(forward_plane => forward_plane_body [::<32, 16>] [::<32, 8>] [::<1
 ));
 
 /// The `multiplier` output planes of one input plane: `weight` and `bias` are those output
-/// channels', `out` their `[multiplier, out_h, out_w]` block. Each output row is computed in
-/// blocks of `WIDE` (then `NARROW`) columns held in registers over all the taps, and written
-/// once.
+/// channels', `out` their `[multiplier, out_h, out_w]` block.
+///
+/// Each output plane is computed in the phase planes' row length (the extra columns of each
+/// row, two for a 3x3 kernel at stride 1, are computed and dropped) in blocks of `WIDE` values
+/// held in registers over all the taps, then its rows are copied out. Computed row by row,
+/// MobileNetV2's rows of 7 to 28 columns (and the end of every longer row) went through
+/// one-register blocks, whose taps form one chain of dependent additions.
 #[inline(always)]
 fn forward_plane_body<const WIDE: usize, const NARROW: usize>(
     plan: &Plan,
@@ -382,26 +389,29 @@ fn forward_plane_body<const WIDE: usize, const NARROW: usize>(
     let phases = &mut scratch.phases;
     plan.split(plane, phases);
     let phases = &phases[..];
-    let (out_w, phase_w) = (plan.out_w, plan.phase_w);
+    let (out_w, phase_w, span) = (plan.out_w, plan.phase_w, plan.span());
+    let rows = &mut scratch.rows;
+    if rows.is_empty() {
+        rows.resize(span.next_multiple_of(NARROW), 0.0);
+    }
     for (j, out) in out.chunks_exact_mut(plan.out_h * out_w).enumerate() {
         let weights = &weight[j * taps..][..taps];
         let b = bias.map_or(0.0, |bias| bias[j]);
+        // Blocks end at most NARROW - 1 values past the span: inside the phase planes' SLACK
+        // (see `Plan::span`).
+        let mut at = 0;
+        while at + WIDE <= rows.len() {
+            let block = taps_block(phases, &plan.taps, weights, at, [b; WIDE]);
+            rows[at..at + WIDE].copy_from_slice(&clamped(block, bounds));
+            at += WIDE;
+        }
+        while at < rows.len() {
+            let block = taps_block(phases, &plan.taps, weights, at, [b; NARROW]);
+            rows[at..at + NARROW].copy_from_slice(&clamped(block, bounds));
+            at += NARROW;
+        }
         for (oy, row) in out.chunks_exact_mut(out_w).enumerate() {
-            let at = oy * phase_w;
-            let mut ox = 0;
-            while ox + WIDE <= out_w {
-                let block = taps_block(phases, &plan.taps, weights, at + ox, [b; WIDE]);
-                let block = clamped(block, bounds);
-                store(&mut row[ox..ox + WIDE], &block);
-                ox += WIDE;
-            }
-            while ox < out_w {
-                let block = taps_block(phases, &plan.taps, weights, at + ox, [b; NARROW]);
-                let block = clamped(block, bounds);
-                let end = (ox + NARROW).min(out_w);
-                store(&mut row[ox..end], &block);
-                ox = end;
-            }
+            store(row, &rows[oy * phase_w..][..out_w]);
         }
     }
 }
@@ -446,6 +456,7 @@ fn backward_plane_body<const WIDE: usize, const NARROW: usize>(
         phases,
         grad_phases,
         spread,
+        ..
     } = scratch;
     if spread.is_empty() {
         // `reach` zeros, the gradient plane, then zeros up to one phase plane and SLACK.
