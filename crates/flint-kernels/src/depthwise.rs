@@ -873,20 +873,20 @@ mod tests {
         })
     }
 
+    /// A 3x3 kernel's options with one value of padding on each side.
+    fn padded_3x3(stride: usize, groups: usize) -> ConvOptions {
+        ConvOptions {
+            stride: [stride, stride],
+            dilation: [1, 1],
+            padding: [[1, 1], [1, 1]],
+            groups,
+        }
+    }
+
     #[test]
     fn rows_wider_than_a_register_block() {
         // Output rows of 37 and 19 columns: a 32-wide block, then a 16-wide one cut short.
-        let same = ConvOptions {
-            stride: [1, 1],
-            dilation: [1, 1],
-            padding: [[1, 1], [1, 1]],
-            groups: 3,
-        };
-        let stride2 = ConvOptions {
-            stride: [2, 2],
-            ..same
-        };
-        for options in [same, stride2] {
+        for options in [padded_3x3(1, 3), padded_3x3(2, 3)] {
             let errors = errors([2, 3, 5, 37], 1, [3, 3], options, true, 7);
             assert!(errors.iter().all(|&e| e < 1e-5), "{options:?}: {errors:?}");
         }
@@ -897,19 +897,12 @@ mod tests {
     /// with and without a fused ReLU6, at stride 1 and 2.
     #[test]
     fn large_planes_that_prefetch_the_next() {
-        let same = ConvOptions {
-            stride: [1, 1],
-            dilation: [1, 1],
-            padding: [[1, 1], [1, 1]],
-            groups: 3,
-        };
-        let stride2 = ConvOptions {
-            stride: [2, 2],
-            ..same
-        };
         let input = [2, 3, 34, 33];
         assert!(input[2] * input[3] >= super::PREFETCH_PLANE);
-        for (options, clamp) in [(same, None), (stride2, Some((0.0, 6.0)))] {
+        for (options, clamp) in [
+            (padded_3x3(1, 3), None),
+            (padded_3x3(2, 3), Some((0.0, 6.0))),
+        ] {
             let errors = clamp_errors(input, 1, [3, 3], options, true, clamp, 11);
             assert!(errors.iter().all(|&e| e < 1e-5), "{options:?}: {errors:?}");
         }
