@@ -68,17 +68,18 @@ pub(crate) fn sum(values: &[f32]) -> f64 {
         .sum()
 }
 
+/// f32 values per 64-byte cache line.
+const LINE: usize = 16;
+
 /// Asks the CPU to bring the cache lines of `values[start..start + count]` (clipped to
 /// `values`) into its L2 cache, without waiting: a kernel that computes on one plane in L1
 /// prefetches the next plane meanwhile, so its first reads do not wait on memory. A hint only:
 /// a no-op off x86-64.
 #[inline(always)]
-pub(crate) fn prefetch(values: &[f32], start: usize, count: usize) {
+fn prefetch(values: &[f32], start: usize, count: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        /// f32 values per 64-byte cache line.
-        const LINE: usize = 16;
         let end = (start + count).min(values.len());
         for at in (start..end).step_by(LINE) {
             // SAFETY: `at < values.len()`, so the address is inside `values`; a prefetch only
@@ -109,7 +110,7 @@ impl<'a> Ahead<'a> {
             slice: 0,
             at: 0,
             // Whole lines, so that each step starts on a line of its own.
-            per_step: total.div_ceil(steps.max(1)).next_multiple_of(16),
+            per_step: total.div_ceil(steps.max(1)).next_multiple_of(LINE),
         }
     }
 
